@@ -1,0 +1,234 @@
+import { type Attempt, DeliveryError, type FailureKind, MailError } from './errors.js';
+import type { PreparedMessage } from './message.js';
+import { MemoryRouteState, type RouteStateStore } from './route-state.js';
+import { type Receipt, type SendOptions, STOPPING_KINDS, type Transport } from './spec.js';
+import { abortReason } from './util.js';
+
+/** How long a failing route rests, per kind, in milliseconds. */
+export interface RestPolicy {
+  /** After `unavailable`. @default 30_000 */
+  unavailable?: number;
+  /** After `limited` without a `retryAfter`. @default 60_000 */
+  limited?: number;
+  /** After a quota (`limited` with `quota`) without a `retryAfter`. @default 3_600_000 */
+  quota?: number;
+  /** After `misconfigured`: long, so a bad credential is not retried in a loop. @default 900_000 */
+  misconfigured?: number;
+}
+
+/** Options of {@link failover} and {@link roundRobin}. */
+export interface CompositeOptions {
+  /** A name for logs. @default `failover(a b c)` */
+  name?: string;
+  /** Where resting routes are remembered. @default a store private to this composite */
+  state?: RouteStateStore;
+  /** Prefix of the keys in `state` (the organisation, so two organisations never share a rest). */
+  stateKey?: string;
+  rest?: RestPolicy;
+  /** How long a probe holds a route after its rest. @default 10_000 */
+  probeLease?: number;
+}
+
+const COMPOSITE = Symbol.for('mailvia.composite');
+
+function isComposite(t: Transport): boolean {
+  return (t as unknown as Record<symbol, unknown>)[COMPOSITE] === true;
+}
+
+class CompositeTransport implements Transport {
+  readonly specificationVersion = 'v1' as const;
+  readonly name: string;
+  readonly [COMPOSITE] = true;
+  private readonly state: RouteStateStore;
+  private next = 0;
+
+  constructor(
+    readonly routes: readonly Transport[],
+    private readonly rotate: boolean,
+    private readonly options: CompositeOptions,
+  ) {
+    if (routes.length === 0) throw new TypeError(`${rotate ? 'roundRobin' : 'failover'}() needs at least one route`);
+    this.name = options.name ?? `${rotate ? 'roundrobin' : 'failover'}(${routes.map((r) => r.name).join(' ')})`;
+    this.state = options.state ?? new MemoryRouteState();
+  }
+
+  private key(route: Transport): string {
+    return `${this.options.stateKey ?? ''}${route.name}`;
+  }
+
+  private restFor(error: MailError): number {
+    const p = this.options.rest ?? {};
+    switch (error.kind) {
+      case 'limited':
+        return error.retryAfter ?? (error.quota ? (p.quota ?? 3_600_000) : (p.limited ?? 60_000));
+      case 'misconfigured':
+        return p.misconfigured ?? 900_000;
+      default:
+        return p.unavailable ?? 30_000;
+    }
+  }
+
+  async send(message: PreparedMessage, options: SendOptions = {}): Promise<Receipt> {
+    const { signal, observer } = options;
+    const attempts: Attempt[] = [];
+    const record = (a: Attempt) => {
+      attempts.push(a);
+      observer?.attempt?.(a);
+    };
+    const order = this.order();
+    const limitedUntil: number[] = [];
+    let stop: MailError | undefined;
+    for (const route of order) {
+      if (signal?.aborted) {
+        stop = new MailError(`${this.name}: ${abortReason(signal)}`, {
+          kind: 'unavailable',
+          phase: 'connect',
+          route: this.name,
+          code: 'EABORT',
+        });
+        break;
+      }
+      const composite = isComposite(route);
+      const key = this.key(route);
+      const now = Date.now();
+      const resting = composite ? undefined : await this.state.get(key);
+      if (
+        resting &&
+        (resting.until > now || !(await this.state.claimProbe(key, now, this.options.probeLease ?? 10_000)))
+      ) {
+        if (resting.kind === 'limited') limitedUntil.push(resting.until);
+        record({
+          route: route.name,
+          ok: false,
+          kind: resting.kind,
+          skipped: 'resting',
+          error: `resting until ${new Date(resting.until).toISOString()}: ${resting.reason}`,
+          startedAt: now,
+          durationMs: 0,
+        });
+        continue;
+      }
+      try {
+        const receipt = await route.send(message, options);
+        if (resting) await this.state.clear(key);
+        if (composite) attempts.push(...receipt.attempts);
+        else for (const a of receipt.attempts) record(a);
+        return { ...receipt, attempts };
+      } catch (err) {
+        const error = MailError.isInstance(err)
+          ? err
+          : new MailError(`${route.name}: ${err instanceof Error ? err.message : String(err)}`, {
+              kind: 'unavailable',
+              phase: 'connect',
+              route: route.name,
+              cause: err,
+            });
+        if (error instanceof DeliveryError || (composite && 'attempts' in error)) {
+          attempts.push(...(error as DeliveryError).attempts);
+        } else {
+          record({
+            route: route.name,
+            ok: false,
+            kind: error.kind,
+            phase: error.phase,
+            ...(error.code !== undefined ? { code: error.code } : {}),
+            error: error.message,
+            startedAt: now,
+            durationMs: Date.now() - now,
+          });
+        }
+        if (STOPPING_KINDS.has(error.kind) || error.code === 'EABORT') {
+          stop = error;
+          break;
+        }
+        if (!composite) {
+          const until = Date.now() + this.restFor(error);
+          if (error.kind === 'limited') limitedUntil.push(until);
+          await this.state.rest(key, { until, kind: error.kind, reason: error.message });
+          observer?.rested?.(route.name, until, error);
+        }
+      }
+    }
+    throw this.aggregate(message, attempts, stop, limitedUntil);
+  }
+
+  private order(): readonly Transport[] {
+    if (!this.rotate || this.routes.length === 1) return this.routes;
+    const start = this.next;
+    this.next = (this.next + 1) % this.routes.length;
+    return [...this.routes.slice(start), ...this.routes.slice(0, start)];
+  }
+
+  private aggregate(
+    message: PreparedMessage,
+    attempts: Attempt[],
+    stop: MailError | undefined,
+    limitedUntil: number[],
+  ): DeliveryError {
+    const failed = attempts.filter((a) => !a.ok);
+    const kinds = new Set<FailureKind>(failed.map((a) => a.kind ?? 'unavailable'));
+    let kind: FailureKind;
+    let retryAfter: number | undefined;
+    if (stop) kind = stop.kind;
+    else if (kinds.has('limited') && !kinds.has('unavailable')) kind = 'limited';
+    else if (kinds.size === 1 && kinds.has('misconfigured')) kind = 'misconfigured';
+    else kind = 'unavailable';
+    if (kind === 'limited' && limitedUntil.length) retryAfter = Math.max(0, Math.min(...limitedUntil) - Date.now());
+    else if (kind === 'limited') retryAfter = stop?.retryAfter;
+    const lines = failed.map(
+      (a) =>
+        `  - ${a.route}: ${a.kind ?? 'failed'}${a.phase ? ` (${a.phase})` : ''}${a.skipped ? ' [skipped]' : ''}: ${a.error ?? ''}`,
+    );
+    const head = stop
+      ? `${this.name} stopped on ${stop.kind === 'refused' ? 'a refusal' : stop.kind === 'unknown' ? 'an unknown outcome (not retried elsewhere, to avoid a duplicate)' : stop.message}`
+      : `All ${this.routes.length} routes of ${this.name} failed`;
+    return new DeliveryError(`${head} for ${message.messageId}:\n${lines.join('\n')}`, {
+      kind,
+      phase: stop?.phase ?? failed.at(-1)?.phase ?? 'connect',
+      route: this.name,
+      ...(stop?.code !== undefined ? { code: stop.code } : {}),
+      ...(retryAfter !== undefined ? { retryAfter } : {}),
+      quota: stop?.quota ?? false,
+      recipients: [...(stop?.recipients ?? [])],
+      attempts,
+      ...(stop ? { cause: stop } : {}),
+    });
+  }
+
+  async verify(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const errors: unknown[] = [];
+    for (const r of this.routes) {
+      try {
+        await r.verify?.(options);
+        return;
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    throw errors[0];
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.routes.map((r) => r.close?.()));
+  }
+}
+
+/**
+ * Tries each route in order until one takes the message. Stops on `refused` (no route will take
+ * it) and on `unknown` (the mail may already be out: never a second copy). A failing route rests
+ * (skipped without a network call) for a time set by its failure kind; after the rest, one send
+ * probes it. When every route fails, raises one {@link DeliveryError} listing every attempt.
+ *
+ * @example
+ * ```ts
+ * const chain = failover([smtp({ host: 'relay.local' }), roundRobin([sesA, sesB]), capture({ outbox })]);
+ * ```
+ */
+export function failover(routes: readonly Transport[], options: CompositeOptions = {}): Transport {
+  return new CompositeTransport(routes, false, options);
+}
+
+/** Like {@link failover}, but each send starts with the next route in turn (load spreading). */
+export function roundRobin(routes: readonly Transport[], options: CompositeOptions = {}): Transport {
+  return new CompositeTransport(routes, true, options);
+}

@@ -1,0 +1,74 @@
+export {
+  type CapturedMail,
+  type CapturedMailContent,
+  type CaptureRouteOptions,
+  capture,
+  createOutbox,
+  Outbox,
+  type OutboxFilter,
+  type OutboxOptions,
+} from './capture.js';
+export {
+  type Classification,
+  CORE_ERROR_RULES,
+  classify,
+  type ErrorRule,
+  type FailureFacts,
+  type FailureReport,
+  failure,
+  parseRetryAfter,
+  parseSmtpReply,
+  redact,
+} from './classify.js';
+export { type CompositeOptions, failover, type RestPolicy, roundRobin } from './composite.js';
+export {
+  type Attempt,
+  DeliveryError,
+  FAILURE_KINDS,
+  type FailureKind,
+  type FailurePhase,
+  MailError,
+  type MailErrorOptions,
+  MessageValidationError,
+  RouteConfigError,
+} from './errors.js';
+export {
+  createMailer,
+  Mailer,
+  type MailerEvents,
+  type MailerMode,
+  type MailerOptions,
+  type MailerSendOptions,
+} from './mailer.js';
+export {
+  type Address,
+  type AddressInput,
+  type Attachment,
+  formatAddress,
+  type Message,
+  type PreparedAttachment,
+  type PreparedMessage,
+  parseAddress,
+  prepareMessage,
+  type ValidationOptions,
+} from './message.js';
+export { composeMime } from './mime.js';
+export {
+  boolParam,
+  captureRoute,
+  intParam,
+  maskUrl,
+  onlyParams,
+  type RouteConfig,
+  type RouteContext,
+  type RouteFactory,
+  RouteRegistry,
+  type RouteSpec,
+  smtpRoute,
+  urlCredentials,
+} from './registry.js';
+export { MemoryRouteState, type RestState, type RouteStateStore } from './route-state.js';
+export { type SmtpRouteOptions, smtp } from './smtp.js';
+export type { Receipt, SendObserver, SendOptions, SpecificationVersion, Transport } from './spec.js';
+export { STOPPING_KINDS } from './spec.js';
+export { abortReason, combineSignals, isLoopbackHost } from './util.js';

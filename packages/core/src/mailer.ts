@@ -1,0 +1,236 @@
+import { EventEmitter } from 'node:events';
+import { createOutbox, type Outbox } from './capture.js';
+import type { RestPolicy } from './composite.js';
+import { type Attempt, type FailureKind, MailError, RouteConfigError } from './errors.js';
+import { type Message, type PreparedMessage, prepareMessage, type ValidationOptions } from './message.js';
+import { type RouteFactory, RouteRegistry, type RouteSpec } from './registry.js';
+import { MemoryRouteState, type RouteStateStore } from './route-state.js';
+import type { Receipt, Transport } from './spec.js';
+import { combineSignals } from './util.js';
+
+/** `production` sends; `development` captures every mail in the outbox and sends nothing. */
+export type MailerMode = 'production' | 'development';
+
+/** Options of {@link createMailer}. */
+export interface MailerOptions {
+  /**
+   * The routes of an organisation, in fallback order: `(id) => ['smtp://…', 'capture://']`.
+   * Called once per organisation, then cached until {@link Mailer.invalidate}.
+   */
+  organisations?: (organisation: string) => RouteSpec | undefined | null | Promise<RouteSpec | undefined | null>;
+  /** The routes used when a send names no organisation. */
+  routes?: RouteSpec;
+  /** @default 'production' — development must be asked for, so a forgotten setting never swallows mail. */
+  mode?: MailerMode;
+  /** Route factories of route packages (core's `smtp` and `capture` are always there). */
+  factories?: readonly RouteFactory[];
+  /** The outbox of `capture` routes and of development mode. @default an in-memory outbox */
+  outbox?: Outbox;
+  /** Where resting routes are remembered. @default in memory */
+  state?: RouteStateStore;
+  /** Message validation limits. */
+  validation?: ValidationOptions;
+  /** How long a whole send may take, across every route tried. @default 60_000 */
+  timeout?: number;
+  /** How long failing routes rest, per kind. */
+  rest?: RestPolicy;
+  /** Built chains kept open: at most `maxOrganisations`, each closed after `idleTimeout` ms unused. */
+  cache?: { maxOrganisations?: number; idleTimeout?: number };
+}
+
+/** Options of one send. */
+export interface MailerSendOptions {
+  organisation?: string;
+  signal?: AbortSignal;
+}
+
+/** The events of a {@link Mailer}. */
+export interface MailerEvents {
+  attempt: [{ organisation?: string; messageId: string; attempt: Attempt }];
+  sent: [{ organisation?: string; receipt: Receipt }];
+  failed: [{ organisation?: string; messageId: string; error: MailError }];
+  'fell-over': [{ organisation?: string; messageId: string; failed: Attempt[]; route: string }];
+  'route-rested': [{ organisation?: string; route: string; until: number; kind: FailureKind; reason: string }];
+}
+
+interface CachedChain {
+  transport: Promise<Transport>;
+  lastUsed: number;
+}
+
+const DEFAULT_ORG = '\u0000default';
+
+/** The one object the application holds. */
+export class Mailer extends EventEmitter<MailerEvents> {
+  readonly mode: MailerMode;
+  readonly outbox: Outbox;
+  readonly registry: RouteRegistry;
+  readonly state: RouteStateStore;
+  private readonly chains = new Map<string, CachedChain>();
+  private readonly sweeper: NodeJS.Timeout | undefined;
+  private readonly maxChains: number;
+  private readonly idleTimeout: number;
+  private closed = false;
+
+  constructor(private readonly options: MailerOptions = {}) {
+    super();
+    this.mode = options.mode ?? 'production';
+    if (this.mode !== 'production' && this.mode !== 'development') {
+      throw new RouteConfigError('mode', `${JSON.stringify(this.mode)} is neither production nor development`);
+    }
+    this.outbox = options.outbox ?? createOutbox();
+    this.registry = new RouteRegistry(options.factories ?? []);
+    this.state = options.state ?? new MemoryRouteState();
+    this.maxChains = options.cache?.maxOrganisations ?? 256;
+    this.idleTimeout = options.cache?.idleTimeout ?? 60_000;
+    if (this.idleTimeout > 0 && Number.isFinite(this.idleTimeout)) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(1000, this.idleTimeout / 2));
+      this.sweeper.unref();
+    }
+  }
+
+  /** Validates a message as {@link send} would, without sending. */
+  prepare(message: Message | PreparedMessage): PreparedMessage {
+    return prepareMessage(message, this.options.validation);
+  }
+
+  /**
+   * Sends now, through the organisation's chain. Resolves with a receipt listing every attempt;
+   * rejects with a {@link MailError} (a `DeliveryError` when a chain failed) whose kind says why.
+   */
+  async send(message: Message | PreparedMessage, options: MailerSendOptions = {}): Promise<Receipt> {
+    if (this.closed)
+      throw new MailError('the mailer is closed', { kind: 'unavailable', phase: 'validate', code: 'ECLOSED' });
+    const { organisation } = options;
+    const prepared = this.prepare(message);
+    const signal = combineSignals([options.signal], this.options.timeout ?? 60_000);
+    try {
+      const transport = await this.transportFor(organisation);
+      const receipt = await transport.send(prepared, {
+        ...(signal ? { signal } : {}),
+        ...(organisation !== undefined ? { organisation } : {}),
+        observer: {
+          attempt: (attempt) => this.emit('attempt', { organisation, messageId: prepared.messageId, attempt }),
+          rested: (route, until, error) =>
+            this.emit('route-rested', { organisation, route, until, kind: error.kind, reason: error.message }),
+        },
+      });
+      if (receipt.attempts.length === 0)
+        receipt.attempts.push({ route: receipt.route, ok: true, startedAt: Date.now(), durationMs: 0 });
+      const failed = receipt.attempts.filter((a) => !a.ok);
+      if (failed.length)
+        this.emit('fell-over', { organisation, messageId: prepared.messageId, failed, route: receipt.route });
+      this.emit('sent', { organisation, receipt });
+      return receipt;
+    } catch (err) {
+      const error = MailError.isInstance(err)
+        ? err
+        : new MailError(err instanceof Error ? err.message : String(err), {
+            kind: 'unavailable',
+            phase: 'connect',
+            cause: err,
+          });
+      this.emit('failed', { organisation, messageId: prepared.messageId, error });
+      throw error;
+    }
+  }
+
+  /** The (cached) chain of an organisation. */
+  transportFor(organisation?: string): Promise<Transport> {
+    const key = organisation ?? DEFAULT_ORG;
+    const hit = this.chains.get(key);
+    if (hit) {
+      hit.lastUsed = Date.now();
+      this.chains.delete(key);
+      this.chains.set(key, hit);
+      return hit.transport;
+    }
+    const transport = this.build(organisation);
+    this.chains.set(key, { transport, lastUsed: Date.now() });
+    transport.catch(() => this.chains.delete(key));
+    while (this.chains.size > this.maxChains) {
+      const oldest = this.chains.keys().next().value as string;
+      this.evict(oldest);
+    }
+    return transport;
+  }
+
+  private async build(organisation: string | undefined): Promise<Transport> {
+    const context = {
+      outbox: this.outbox,
+      state: this.state,
+      stateKey: organisation === undefined ? '' : `${organisation}:`,
+    };
+    const rest = this.options.rest ? { rest: this.options.rest } : {};
+    if (this.mode === 'development') return this.registry.build({ type: 'capture' }, context);
+    let spec: RouteSpec | undefined | null;
+    if (organisation === undefined) {
+      spec = this.options.routes;
+      if (spec === undefined)
+        throw new RouteConfigError(
+          'organisation',
+          'the send names no organisation and the mailer has no default routes',
+        );
+    } else {
+      if (!this.options.organisations) {
+        throw new RouteConfigError(
+          'organisations',
+          `the mailer has no organisation resolver (asked for ${JSON.stringify(organisation)})`,
+        );
+      }
+      spec = await this.options.organisations(organisation);
+      if (spec === undefined || spec === null || (Array.isArray(spec) && spec.length === 0)) {
+        throw new RouteConfigError('organisation', `no routes for organisation ${JSON.stringify(organisation)}`);
+      }
+    }
+    return this.registry.build(spec, context, rest);
+  }
+
+  /** Forgets an organisation's chain (its routes changed); open connections are closed. */
+  async invalidate(organisation?: string): Promise<void> {
+    await this.evict(organisation ?? DEFAULT_ORG);
+  }
+
+  /** How many organisations have a built chain now. */
+  get cachedOrganisations(): number {
+    return this.chains.size;
+  }
+
+  private async evict(key: string): Promise<void> {
+    const hit = this.chains.get(key);
+    if (!hit) return;
+    this.chains.delete(key);
+    try {
+      await (await hit.transport).close?.();
+    } catch {
+      // a chain that failed to build has nothing to close
+    }
+  }
+
+  private sweep(): void {
+    const limit = Date.now() - this.idleTimeout;
+    for (const [key, c] of this.chains) if (c.lastUsed < limit) void this.evict(key);
+  }
+
+  /** Closes every chain. Sends after this are refused. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    await Promise.all([...this.chains.keys()].map((k) => this.evict(k)));
+  }
+}
+
+/**
+ * Creates the mailer.
+ *
+ * @example
+ * ```ts
+ * const mailer = createMailer({
+ *   organisations: async (id) => (await db.org(id)).routes, // e.g. ['smtp://…', 'capture://']
+ * });
+ * await mailer.send({ from: 'school@example.org', to: 'parent@example.org', subject: 'Hi', text: '…' }, { organisation: 'school-a' });
+ * ```
+ */
+export function createMailer(options: MailerOptions = {}): Mailer {
+  return new Mailer(options);
+}
