@@ -376,7 +376,9 @@ class SmtpTransport implements Transport {
         reject(aborted(this.name, signal!, sent));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      c.smtp.send(message.envelope, raw, (err: Error | null, result: SentInfo) => {
+      // nodemailer writes its state (mailError, rejected…) onto the envelope: give it a copy per send
+      const envelope = { from: message.envelope.from, to: [...message.envelope.to] };
+      c.smtp.send(envelope, raw, (err: Error | null, result: SentInfo) => {
         signal?.removeEventListener('abort', onAbort);
         if (settled) return;
         settled = true;
