@@ -119,13 +119,19 @@ export class MessageValidationError extends MailError {
   }
 }
 
-/** A route description (object or URL) that cannot be turned into a route. Never echoes a secret. */
-export class RouteConfigError extends Error {
-  readonly code = 'EROUTECONFIG';
+/**
+ * A route description (object or URL) that cannot be turned into a route: kind `misconfigured`,
+ * phase `validate`. Never echoes a secret.
+ */
+export class RouteConfigError extends MailError {
   /** The part of the description at fault, e.g. `port`, `scheme`, `query.proxy`. */
   readonly part: string;
   constructor(part: string, problem: string, where?: string) {
-    super(`Invalid route${where ? ` ${where}` : ''}: ${part}: ${problem}`);
+    super(`Invalid route${where ? ` ${where}` : ''}: ${part}: ${problem}`, {
+      kind: 'misconfigured',
+      phase: 'validate',
+      code: 'EROUTECONFIG',
+    });
     this.name = 'RouteConfigError';
     this.part = part;
   }

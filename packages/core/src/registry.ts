@@ -44,14 +44,16 @@ export interface RouteFactory {
   create(config: RouteConfig, context: RouteContext): Transport;
 }
 
-/** Shows a URL without its password, for error messages. */
+/** Shows a URL (or a chain of URLs) without passwords or keys, for error messages. */
 export function maskUrl(raw: string): string {
-  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i, (_m, scheme: string, userinfo: string) => {
-    const colon = userinfo.indexOf(':');
-    if (colon >= 0) return `${scheme}${userinfo.slice(0, colon)}:****@`;
-    // a lone userinfo is an API key in some schemes (sendgrid+api://KEY@default)
-    return `${scheme}${userinfo.length > 6 ? '****' : userinfo}@`;
-  });
+  return raw
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/?#\s]*)@/gi, (_m, scheme: string, userinfo: string) => {
+      const colon = userinfo.indexOf(':');
+      if (colon >= 0) return `${scheme}${userinfo.slice(0, colon)}:****@`;
+      // a lone userinfo is an API key in some schemes (sendgrid+api://KEY@default)
+      return `${scheme}${userinfo.length > 6 ? '****' : userinfo}@`;
+    })
+    .replace(/^([^:/@\s]+):([^@\s]*)@/, '$1:****@');
 }
 
 /** Reads a numeric URL/query value; throws a RouteConfigError naming `part`. */
@@ -178,6 +180,9 @@ export class RouteRegistry {
   parse(raw: string): RouteConfig | RouteSpec[] | { composite: 'failover' | 'roundrobin'; routes: RouteSpec[] } {
     const text = raw.trim();
     const where = maskUrl(text);
+    if (/^(failover|roundrobin)\(/i.test(text) && !text.endsWith(')')) {
+      throw new RouteConfigError('parentheses', 'a ( is not closed', where);
+    }
     const comp = /^(failover|roundrobin)\(([\s\S]*)\)$/i.exec(text);
     if (comp) {
       const parts = splitTop(comp[2]!, where);

@@ -10,19 +10,31 @@ import {
   smtp,
   type Transport,
 } from '../src/index.js';
-import { refusedPort, type SmtpSink, startSilentListener, startSmtpSink } from '../src/testing/index.js';
+import {
+  refusedPort,
+  type SmtpSink,
+  type SmtpSinkOptions,
+  startSilentListener,
+  startSmtpSink,
+} from '../src/testing/index.js';
 
 const FROM = 'school@example.org';
 const sinks: SmtpSink[] = [];
 const open: Transport[] = [];
 
-async function sink(behaviour?: Parameters<typeof startSmtpSink>[0]['behaviour']) {
+async function sink(behaviour?: SmtpSinkOptions['behaviour']) {
   const s = await startSmtpSink({ ...(behaviour ? { behaviour } : {}) });
   sinks.push(s);
   return s;
 }
 function route(s: { port: number }, name?: string, over: Partial<Parameters<typeof smtp>[0]> = {}) {
-  const t = smtp({ host: '127.0.0.1', port: s.port, tls: { rejectUnauthorized: false }, ...(name ? { name } : {}), ...over });
+  const t = smtp({
+    host: '127.0.0.1',
+    port: s.port,
+    tls: { rejectUnauthorized: false },
+    ...(name ? { name } : {}),
+    ...over,
+  });
   open.push(t);
   return t;
 }
@@ -92,7 +104,9 @@ describe('failover over real sockets', () => {
   });
 
   it('stops on 550 5.1.1 at RCPT: no other route receives the mail', async () => {
-    const first = await sink((s, d) => (s === 'rcpt' ? { code: 550, message: `5.1.1 <${d.address}>: no such user` } : undefined));
+    const first = await sink((s, d) =>
+      s === 'rcpt' ? { code: 550, message: `5.1.1 <${d.address}>: no such user` } : undefined,
+    );
     const second = await sink();
     const chain = failover([route(first, 'first'), route(second, 'second')]);
     const err = await chain.send(msg('unknown-user', 'ghost@example.org')).catch((e) => e);
@@ -106,7 +120,9 @@ describe('failover over real sockets', () => {
   });
 
   it('skips a limited route (550 5.4.5) afterwards without connecting to it', async () => {
-    const gmail = await sink((s) => (s === 'data' ? { code: 550, message: '5.4.5 Daily user sending limit exceeded.' } : undefined));
+    const gmail = await sink((s) =>
+      s === 'data' ? { code: 550, message: '5.4.5 Daily user sending limit exceeded.' } : undefined,
+    );
     const chain = failover([route(gmail, 'gmail'), route(good, 'good')]);
     const r1 = await chain.send(msg('quota-1'));
     expect(r1.attempts[0]).toMatchObject({ route: 'gmail', kind: 'limited' });
@@ -135,13 +151,18 @@ describe('failover over real sockets', () => {
     const p1 = await refusedPort();
     const authSink = await startSmtpSink({ users: { u: 'p-right' } });
     sinks.push(authSink);
-    const chain = failover([route({ port: p1 }, 'r1'), route(authSink, 'r2', { auth: { user: 'u', pass: 'p-wrong' } })]);
+    const chain = failover([
+      route({ port: p1 }, 'r1'),
+      route(authSink, 'r2', { auth: { user: 'u', pass: 'p-wrong' } }),
+    ]);
     const err = await chain.send(msg('all-fail')).catch((e) => e);
     expect(err).toBeInstanceOf(DeliveryError);
-    expect(err.attempts.map((a: { route: string; kind: string; phase: string }) => [a.route, a.kind, a.phase])).toEqual([
-      ['r1', 'unavailable', 'connect'],
-      ['r2', 'misconfigured', 'auth'],
-    ]);
+    expect(err.attempts.map((a: { route: string; kind: string; phase: string }) => [a.route, a.kind, a.phase])).toEqual(
+      [
+        ['r1', 'unavailable', 'connect'],
+        ['r2', 'misconfigured', 'auth'],
+      ],
+    );
     expect(err.attempts.every((a: { durationMs: number }) => typeof a.durationMs === 'number')).toBe(true);
     expect(err.kind).toBe('unavailable');
     expect(err.message).toMatch(/All 2 routes/);
@@ -150,9 +171,14 @@ describe('failover over real sockets', () => {
 
   it('lets one probe through after the cool-down, and clears the rest when it succeeds', async () => {
     let down = true;
-    const flaky = await sink((s) => (s === 'connect' && down ? { code: 421, message: '4.3.2 down for maintenance' } : undefined));
+    const flaky = await sink((s) =>
+      s === 'connect' && down ? { code: 421, message: '4.3.2 down for maintenance' } : undefined,
+    );
     const state = new MemoryRouteState();
-    const chain = failover([route(flaky, 'flaky', { pool: false }), route(good, 'good')], { state, rest: { unavailable: 150 } });
+    const chain = failover([route(flaky, 'flaky', { pool: false }), route(good, 'good')], {
+      state,
+      rest: { unavailable: 150 },
+    });
     await chain.send(msg('probe-1'));
     const before = flaky.connections;
     const r2 = await chain.send(msg('probe-2'));
@@ -214,7 +240,10 @@ describe('failover over real sockets', () => {
     const silent = await startSilentListener();
     try {
       const second = await sink();
-      const chain = failover([route(silent, 'silent', { pool: false, greetingTimeout: 5000 }), route(second, 'second')]);
+      const chain = failover([
+        route(silent, 'silent', { pool: false, greetingTimeout: 5000 }),
+        route(second, 'second'),
+      ]);
       const err = await chain.send(msg('deadline'), { signal: AbortSignal.timeout(300) }).catch((e) => e);
       expect(MailError.isInstance(err)).toBe(true);
       expect(err.code).toBe('EABORT');

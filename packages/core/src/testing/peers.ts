@@ -91,7 +91,7 @@ export interface SmtpSinkOptions {
    * (data, after the final dot). `'cut'` at `data` cuts the connection after the whole message
    * arrived, before the reply: the client cannot know the mail was taken.
    */
-  behaviour?: (stage: SinkStage, detail: { address?: string; user?: string; mail?: ReceivedMail }) => SinkAction | void;
+  behaviour?: (stage: SinkStage, detail: { address?: string; user?: string; mail?: ReceivedMail }) => SinkAction;
   /** Keep a mail even when `data` answers with `'cut'` (the server took it). @default true */
   keepCut?: boolean;
 }
