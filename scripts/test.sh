@@ -35,6 +35,8 @@ echo "== lint (biome)"
 "${PNPM[@]}" run lint
 echo "== types"
 "${PNPM[@]}" run typecheck
+echo "== README and docs snippets type-check"
+"${PNPM[@]}" run test:snippets
 echo "== packaging (publint, attw)"
 "${PNPM[@]}" run test:packaging
 echo "== tests (Node 24)"
