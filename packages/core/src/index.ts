@@ -67,8 +67,39 @@ export {
   smtpRoute,
   urlCredentials,
 } from './registry.js';
-export { MemoryRouteState, type RestState, type RouteStateStore } from './route-state.js';
+export {
+  type ConsumeOptions,
+  fixedWindow,
+  MemoryRouteState,
+  type QuotaUsage,
+  type QuotaWindow,
+  type RestState,
+  type RouteStateStore,
+} from './route-state.js';
 export { type SmtpRouteOptions, smtp } from './smtp.js';
 export type { Receipt, SendObserver, SendOptions, SpecificationVersion, Transport } from './spec.js';
 export { STOPPING_KINDS } from './spec.js';
+export { decodeMessage, encodeMessage } from './stores/codec.js';
+export type {
+  AttemptRecord,
+  AttemptStatus,
+  DeliveryLog,
+  DeliveryQuery,
+  DeliveryRecord,
+  DeliveryStatus,
+  JobOutcome,
+  LoggedContent,
+  MailerStores,
+  MaybePromise,
+  NewQueueJob,
+  ProcessOptions,
+  QueueAddResult,
+  QueueConsumer,
+  QueueJob,
+  QueueJobState,
+  QueueStore,
+  RetentionPolicy,
+  SuppressionEntry,
+  SuppressionList,
+} from './stores/types.js';
 export { abortReason, combineSignals, isLoopbackHost } from './util.js';

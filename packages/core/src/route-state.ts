@@ -14,6 +14,34 @@ export interface RestState {
 type MaybePromise<T> = T | Promise<T>;
 
 /**
+ * A counting window of a quota: `fixed` windows start at multiples of `ms` since the epoch (a
+ * day starts at 00:00 UTC), `rolling` ones count the sends of the last `ms` at every moment.
+ */
+export interface QuotaWindow {
+  type: 'fixed' | 'rolling';
+  ms: number;
+}
+
+/** The answer of {@link RouteStateStore.consume}. */
+export interface QuotaUsage {
+  /** True when the units were counted (the send may go); false when it would exceed the limit. */
+  allowed: boolean;
+  /** Units counted in the window now (including these, when allowed). */
+  used: number;
+  limit: number;
+  /** Epoch ms when a unit frees up (fixed: the window's end; rolling: the oldest unit's expiry). */
+  resetAt: number;
+}
+
+/** Options of {@link RouteStateStore.consume}. */
+export interface ConsumeOptions {
+  /** Epoch ms. @default Date.now() */
+  now?: number;
+  /** Units to count; 0 reads the usage without counting. @default 1 */
+  amount?: number;
+}
+
+/**
  * Where composites keep which routes rest. In memory by default; a shared implementation (Redis)
  * lets several app instances skip a route one of them found down.
  */
@@ -23,11 +51,26 @@ export interface RouteStateStore {
   clear(key: string): MaybePromise<void>;
   /** Takes the one probe slot of a route whose rest has ended; false when another send holds it. */
   claimProbe(key: string, now: number, leaseMs: number): MaybePromise<boolean>;
+  /**
+   * Counts `amount` units against `limit` in the window, atomically (instances sharing the store
+   * never exceed the limit together). Counts nothing when the limit would be exceeded.
+   */
+  consume(key: string, window: QuotaWindow, limit: number, options?: ConsumeOptions): MaybePromise<QuotaUsage>;
+  /** Every resting route whose key starts with `prefix`, for health pages. */
+  entries?(prefix?: string): MaybePromise<[string, RestState][]>;
+}
+
+/** Start and end of the fixed window holding `now`. */
+export function fixedWindow(window: QuotaWindow, now: number): { start: number; end: number } {
+  const start = Math.floor(now / window.ms) * window.ms;
+  return { start, end: start + window.ms };
 }
 
 /** The in-process {@link RouteStateStore}. */
 export class MemoryRouteState implements RouteStateStore {
   private readonly states = new Map<string, RestState>();
+  private readonly fixed = new Map<string, { start: number; used: number }>();
+  private readonly rolling = new Map<string, number[]>();
   get(key: string): RestState | undefined {
     return this.states.get(key);
   }
@@ -44,8 +87,30 @@ export class MemoryRouteState implements RouteStateStore {
     s.probeUntil = now + leaseMs;
     return true;
   }
-  /** Every resting route, for health pages. */
-  entries(): [string, RestState][] {
-    return [...this.states.entries()];
+  consume(key: string, window: QuotaWindow, limit: number, options: ConsumeOptions = {}): QuotaUsage {
+    const now = options.now ?? Date.now();
+    const amount = options.amount ?? 1;
+    const id = `${key}|${window.type}:${window.ms}`;
+    if (window.type === 'fixed') {
+      const { start, end } = fixedWindow(window, now);
+      let w = this.fixed.get(id);
+      if (!w || w.start !== start) {
+        w = { start, used: 0 };
+        this.fixed.set(id, w);
+      }
+      const allowed = w.used + amount <= limit;
+      if (allowed) w.used += amount;
+      return { allowed, used: w.used, limit, resetAt: end };
+    }
+    const since = now - window.ms;
+    const stamps = (this.rolling.get(id) ?? []).filter((t) => t > since);
+    const allowed = stamps.length + amount <= limit;
+    if (allowed) for (let i = 0; i < amount; i++) stamps.push(now);
+    this.rolling.set(id, stamps);
+    return { allowed, used: stamps.length, limit, resetAt: (stamps[0] ?? now) + window.ms };
+  }
+  /** Every resting route (whose key starts with `prefix`), for health pages. */
+  entries(prefix = ''): [string, RestState][] {
+    return [...this.states.entries()].filter(([k]) => k.startsWith(prefix));
   }
 }
