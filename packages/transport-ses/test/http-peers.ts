@@ -8,6 +8,10 @@ export interface RecordedRequest {
   url: string;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /** The status the client got back (unset when it got none). */
+  status?: number;
+  /** The status the real peer answered a forwarded request with (even when the client never saw it). */
+  upstreamStatus?: number;
 }
 
 /**
@@ -72,6 +76,7 @@ export async function startFaultProxy(options: {
       if (action.do === 'answer') {
         const body =
           action.body === undefined ? '' : typeof action.body === 'string' ? action.body : JSON.stringify(action.body);
+        rec.status = action.status;
         res.writeHead(action.status, { 'content-type': 'application/json', ...(action.headers ?? {}) });
         res.end(body);
         return;
@@ -89,12 +94,14 @@ export async function startFaultProxy(options: {
           const body: Buffer[] = [];
           upRes.on('data', (c: Buffer) => body.push(c));
           upRes.on('end', () => {
+            rec.upstreamStatus = upRes.statusCode;
             if (action.do === 'forward-then-cut') {
               req.socket.destroy();
               return;
             }
             const h = { ...upRes.headers };
             delete h['transfer-encoding'];
+            rec.status = upRes.statusCode ?? 502;
             res.writeHead(upRes.statusCode ?? 502, { ...h, 'content-length': String(Buffer.concat(body).length) });
             res.end(Buffer.concat(body));
           });
