@@ -1,0 +1,154 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { type HttpErrorCode, MailviaHttpError } from '../errors.js';
+
+/** The normalised event types every provider's events map to. */
+export const WEBHOOK_EVENT_TYPES = [
+  'queued',
+  'delivered',
+  'deferred',
+  'bounced',
+  'complained',
+  'rejected',
+  'opened',
+  'clicked',
+  'unsubscribed',
+  'unknown',
+] as const;
+
+/**
+ * - `queued`: the provider accepted the message for delivery (SendGrid `processed`, Mailgun `accepted`, SES `Send`).
+ * - `delivered`: the receiving server accepted it.
+ * - `deferred`: the receiving server refused it for now; the provider retries.
+ * - `bounced`: the receiving server refused it; `permanent` tells a hard bounce from a soft one.
+ * - `complained`: the recipient marked it as spam.
+ * - `rejected`: the provider itself refused to send it (suppressed address, sandbox, bad content).
+ * - `opened`, `clicked`, `unsubscribed`: engagement.
+ * - `unknown`: an event this package does not map (the provider's own name is in `providerEvent`).
+ */
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
+
+/** One provider event, normalised. One event is about one recipient. */
+export interface WebhookEvent {
+  type: WebhookEventType;
+  /** The provider, as named in the webhook URL (`sendgrid`, `mailgun`, `ses`). */
+  provider: string;
+  /** The organisation, from the webhook URL. */
+  organisation: string;
+  /** The provider's own name of the event (`bounce`, `failed`, `Bounce`). */
+  providerEvent: string;
+  recipient?: string;
+  /** The RFC 5322 Message-ID (`<…@…>`), when the provider tells it. */
+  messageId?: string;
+  /** The provider's id of the message (what `Receipt.providerMessageId` holds), when it tells it. */
+  providerMessageId?: string;
+  /** The provider's id of this event. */
+  eventId?: string;
+  /** When the event happened (ISO 8601). */
+  occurredAt: string;
+  /** For `bounced`: true for a hard (permanent) bounce. */
+  permanent?: boolean;
+  /** Why, in the provider's words (bounce reason, drop reason, diagnostic). */
+  reason?: string;
+  /** The SMTP status or enhanced code the provider reported (`550`, `5.1.1`). */
+  status?: string;
+  /** For `clicked`: the link. */
+  url?: string;
+  /** Tags / categories of the message, when the provider echoes them. */
+  tags?: string[];
+  /** The provider's event, as received. */
+  raw: unknown;
+}
+
+/** An event as a verifier makes it (the router adds provider and organisation). */
+export type ProviderEvent = Omit<WebhookEvent, 'provider' | 'organisation'>;
+
+/** What a verifier is given. */
+export interface WebhookRequest {
+  /** The body, byte for byte as received. */
+  rawBody: Buffer;
+  headers: IncomingHttpHeaders;
+  /**
+   * The organisation's secrets for this provider (several during a key rotation): SendGrid
+   * verification keys, Mailgun signing keys, SNS topic ARNs.
+   */
+  secrets: readonly string[];
+  /** The organisation, for messages. */
+  organisation: string;
+}
+
+/** What a verifier returns for an authentic request. */
+export interface VerifiedWebhook {
+  /** A value unique to this delivery of this request, remembered to refuse a replay. */
+  replayId: string;
+  /** When the provider signed the request (epoch ms), checked against the tolerance. */
+  signedAt?: number;
+  events: ProviderEvent[];
+  /** Work to do once the request is accepted (e.g. confirming an SNS subscription). */
+  afterAccept?: () => Promise<Record<string, unknown> | undefined>;
+}
+
+/**
+ * A provider's webhook receiver: checks a request's signature and turns its payload into
+ * normalised events. It lives with the provider (its signature scheme and event shapes are
+ * provider specifics); the router of this package mounts it.
+ */
+export interface WebhookVerifier {
+  /** The URL segment of the provider: `/webhooks/<provider>/<organisation>`. */
+  readonly provider: string;
+  /** Seconds a signed request stays acceptable; overrides the router's `tolerance`. */
+  readonly tolerance?: number;
+  /**
+   * Verifies the request. Throws a {@link WebhookRefusal} for a request that must be refused
+   * (bad signature, malformed payload, topic not allowed).
+   */
+  verify(request: WebhookRequest): Promise<VerifiedWebhook>;
+}
+
+/** A refused webhook request (its code is one of the `webhook_*` codes). */
+export class WebhookRefusal extends MailviaHttpError {
+  constructor(code: HttpErrorCode & `webhook_${string}`, message: string) {
+    super(code, message);
+    this.name = 'WebhookRefusal';
+  }
+}
+
+/** Reads one header as a string. */
+export function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Parses JSON or refuses the request as malformed. */
+export function parseJson(raw: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new WebhookRefusal('webhook_malformed', `The ${what} body is not valid JSON.`);
+  }
+}
+
+/** A time in epoch seconds (number or numeric string) as ISO 8601, or now. */
+export function isoFromSeconds(value: unknown): string {
+  const n = typeof value === 'string' ? Number(value) : value;
+  if (typeof n === 'number' && Number.isFinite(n)) return new Date(n * 1000).toISOString();
+  return new Date().toISOString();
+}
+
+/** `<id>` for a Message-ID given with or without angle brackets. */
+export function bracketed(id: unknown): string | undefined {
+  if (typeof id !== 'string' || id.trim() === '') return undefined;
+  const t = id.trim();
+  return t.startsWith('<') ? t : `<${t}>`;
+}
+
+/** The object at `value`, or an empty one. */
+export function obj(value: unknown): Record<string, unknown> {
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
+
+/** The string at `value`, or undefined. */
+export function str(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return undefined;
+}

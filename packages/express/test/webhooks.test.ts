@@ -1,0 +1,564 @@
+import { createHmac, createSign, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { testCertificate } from '@mailvia/core/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  keepRawBody,
+  mailgunWebhook,
+  mailviaWebhooks,
+  sendgridWebhook,
+  sesWebhook,
+  verifyMailgunSignature,
+  verifySendgridSignature,
+  type WebhookEvent,
+  type WebhookRefusalInfo,
+} from '../src/index.js';
+import { contract, mailgunDocEvent } from './fixtures.js';
+import { EXPRESS_VERSIONS, json, type Served, serve } from './helpers.js';
+import {
+  sesBounce,
+  sesClick,
+  sesComplaint,
+  sesDelivery,
+  sesDeliveryDelay,
+  sesTransientBounce,
+} from './ses-fixtures.js';
+
+const vector = contract('sendgrid/event-webhook-signature-vector.json');
+const sgExamples = contract('sendgrid/event-webhook-examples.json');
+const mgVector = contract('mailgun/webhook-signature-vector.selfmade.json');
+
+describe("signature schemes, on the providers' own vectors", () => {
+  it('SendGrid: its own test vector verifies, and each of its negative cases does not', () => {
+    expect(verifySendgridSignature(vector.public_key, vector.timestamp, vector.payload, vector.signature)).toBe(true);
+    for (const c of vector.negative_cases) {
+      const ok = verifySendgridSignature(
+        c.public_key ?? vector.public_key,
+        c.timestamp ?? vector.timestamp,
+        c.payload ?? vector.payload,
+        c.signature ?? vector.signature,
+      );
+      expect(ok, c.name).toBe(false);
+    }
+  });
+
+  it('Mailgun: the documented HMAC scheme on the vector; a wrong key or token fails', () => {
+    const { signing_key, timestamp, token, signature } = mgVector;
+    expect(verifyMailgunSignature(signing_key, timestamp, token, signature)).toBe(true);
+    expect(verifyMailgunSignature('another-fake-key', timestamp, token, signature)).toBe(false);
+    expect(verifyMailgunSignature(signing_key, timestamp, `${token}x`, signature)).toBe(false);
+    expect(verifyMailgunSignature(signing_key, timestamp, token, 'not-hex')).toBe(false);
+  });
+});
+
+// Keys of two organisations (made here; SendGrid shows the public key as base64 DER).
+function sendgridKeys() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { privateKey, publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64') };
+}
+const sgA = sendgridKeys();
+const sgB = sendgridKeys();
+const MG_KEY_A = 'fake-mailgun-signing-key-aaaa';
+const TOPIC_A = 'arn:aws:sns:us-east-1:123456789012:ses-events-school-a';
+const TOPIC_B = 'arn:aws:sns:us-east-1:210987654321:ses-events-school-b';
+const CERT_URL = 'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem';
+
+function signSendgrid(privateKey: ReturnType<typeof sendgridKeys>['privateKey'], timestamp: string, body: string) {
+  return sign('sha256', Buffer.concat([Buffer.from(timestamp), Buffer.from(body)]), privateKey).toString('base64');
+}
+
+function mailgunBody(eventData: unknown, key = MG_KEY_A, timestamp = String(Math.floor(Date.now() / 1000))) {
+  const token = randomBytes(25).toString('hex');
+  const signature = createHmac('sha256', key)
+    .update(timestamp + token)
+    .digest('hex');
+  return JSON.stringify({ signature: { timestamp, token, signature }, 'event-data': eventData });
+}
+
+/** An SNS message signed as AWS documents: "Name\nvalue\n" for the signed fields, RSA with SHA1 (v1) or SHA256 (v2). */
+function snsMessage(
+  fields: Record<string, string>,
+  options: { version?: '1' | '2'; key?: string; certUrl?: string; timestamp?: string } = {},
+) {
+  const version = options.version ?? '2';
+  const m: Record<string, string> = {
+    MessageId: `${randomBytes(8).toString('hex')}-0000-4000-8000-000000000000`,
+    Timestamp: options.timestamp ?? new Date().toISOString(),
+    SignatureVersion: version,
+    SigningCertURL: options.certUrl ?? CERT_URL,
+    ...fields,
+  };
+  const order =
+    m.Type === 'Notification'
+      ? ['Message', 'MessageId', 'Subject', 'Timestamp', 'TopicArn', 'Type']
+      : ['Message', 'MessageId', 'SubscribeURL', 'Timestamp', 'Token', 'TopicArn', 'Type'];
+  const text = order
+    .filter((f) => m[f] !== undefined)
+    .map((f) => `${f}\n${m[f]}\n`)
+    .join('');
+  const signer = createSign(version === '1' ? 'RSA-SHA1' : 'RSA-SHA256');
+  signer.update(text);
+  m.Signature = signer.sign(options.key ?? testCertificate().key, 'base64');
+  return m;
+}
+
+function notification(sesEvent: unknown, topic = TOPIC_A, options: Parameters<typeof snsMessage>[1] = {}) {
+  return snsMessage({ Type: 'Notification', TopicArn: topic, Message: JSON.stringify(sesEvent) }, options);
+}
+
+describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
+  let server: Served;
+  let parsedFirst: Served;
+  let rawKept: Served;
+  const received: WebhookEvent[] = [];
+  const refused: WebhookRefusalInfo[] = [];
+  const certFetches: string[] = [];
+  const confirmations: string[] = [];
+  let clock: number | undefined;
+
+  const secrets: Record<string, Record<string, string[]>> = {
+    'school-a': { sendgrid: [sgA.publicKey], mailgun: [MG_KEY_A], ses: [TOPIC_A] },
+    'school-b': { sendgrid: [sgB.publicKey], ses: [TOPIC_B] },
+    'vector-org': { sendgrid: [vector.public_key], mailgun: [mgVector.signing_key] },
+  };
+  const router = () =>
+    mailviaWebhooks({
+      providers: [
+        sendgridWebhook(),
+        mailgunWebhook(),
+        sesWebhook({
+          confirmSubscriptions: true,
+          fetchCertificate: async (url) => {
+            certFetches.push(url);
+            return testCertificate().cert;
+          },
+          confirm: async (url) => {
+            confirmations.push(url);
+          },
+        }),
+      ],
+      secrets: ({ provider, organisation }) => secrets[organisation]?.[provider],
+      onEvents: (events) => {
+        received.push(...events);
+      },
+      onRefused: (info) => refused.push(info),
+      now: () => clock ?? Date.now(),
+    });
+
+  beforeAll(async () => {
+    // The receiver mounted before the app's JSON parser (the documented order).
+    const app = express();
+    app.use('/webhooks', router());
+    app.use(express.json());
+    server = await serve(app);
+    // A JSON parser first, without keeping the raw body: the receiver must say so.
+    const app2 = express();
+    app2.use(express.json());
+    app2.use('/webhooks', router());
+    parsedFirst = await serve(app2);
+    // A JSON parser first that keeps the raw body.
+    const app3 = express();
+    app3.use(express.json({ verify: keepRawBody }));
+    app3.use('/webhooks', router());
+    rawKept = await serve(app3);
+  });
+  afterAll(async () => {
+    await Promise.all([server?.close(), parsedFirst?.close(), rawKept?.close()]);
+  });
+
+  const post = (base: Served, path: string, body: string, headers: Record<string, string> = {}) =>
+    fetch(`${base.url}/webhooks/${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body,
+    });
+  const sgHeaders = (signature: string, timestamp: string) => ({
+    'X-Twilio-Email-Event-Webhook-Signature': signature,
+    'X-Twilio-Email-Event-Webhook-Timestamp': timestamp,
+  });
+  const take = () => received.splice(0, received.length);
+
+  describe('SendGrid', () => {
+    it("accepts SendGrid's own signed test vector (at its time) and normalises its event", async () => {
+      clock = Number(vector.timestamp) * 1000 + 5_000;
+      try {
+        const res = await post(
+          server,
+          'sendgrid/vector-org',
+          vector.payload,
+          sgHeaders(vector.signature, vector.timestamp),
+        );
+        expect(res.status, await res.clone().text()).toBe(200);
+        expect(await json(res)).toEqual({ received: 1 });
+      } finally {
+        clock = undefined;
+      }
+      const [event] = take();
+      expect(event).toMatchObject({
+        type: 'unknown',
+        providerEvent: 'test_event',
+        provider: 'sendgrid',
+        organisation: 'vector-org',
+      });
+    });
+
+    it('takes a batch of every documented event type, byte for byte, and maps each type', async () => {
+      // Pretty-printed as SendGrid's docs show it: re-serialising the parsed JSON would break the signature.
+      const body = JSON.stringify(sgExamples.all_types_batch, null, 2);
+      const ts = String(Math.floor(Date.now() / 1000));
+      const res = await post(server, 'sendgrid/school-a', body, sgHeaders(signSendgrid(sgA.privateKey, ts, body), ts));
+      expect(res.status, await res.clone().text()).toBe(200);
+      const events = take();
+      expect(events.map((e) => `${e.providerEvent}=${e.type}`)).toEqual([
+        'processed=queued',
+        'deferred=deferred',
+        'delivered=delivered',
+        'open=opened',
+        'click=clicked',
+        'bounce=bounced',
+        'dropped=rejected',
+        'spamreport=complained',
+        'unsubscribe=unsubscribed',
+        'group_unsubscribe=unsubscribed',
+        'group_resubscribe=unknown',
+      ]);
+      expect(new Set(events.map((e) => e.organisation))).toEqual(new Set(['school-a']));
+      const bounce = events.find((e) => e.type === 'bounced')!;
+      expect(bounce).toMatchObject({
+        recipient: 'example@test.com',
+        permanent: true,
+        reason: '500 unknown recipient',
+        status: '5.0.0',
+        messageId: '<14c5d75ce93.dfd.64b469@ismtpd-555>',
+        occurredAt: new Date(1513299569 * 1000).toISOString(),
+      });
+      expect(events.find((e) => e.type === 'clicked')!.url).toBe('http://www.sendgrid.com/');
+    });
+
+    it("refuses a forged body, another organisation's key, a missing signature, a stale and a replayed request", async () => {
+      const body = JSON.stringify([sgExamples.first_example_by_event.bounce]);
+      const ts = String(Math.floor(Date.now() / 1000));
+      const signature = signSendgrid(sgA.privateKey, ts, body);
+
+      const forged = await post(
+        server,
+        'sendgrid/school-a',
+        body.replace('example@test.com', 'victim@test.com'),
+        sgHeaders(signature, ts),
+      );
+      expect(forged.status).toBe(401);
+      expect((await json(forged)).error).toMatchObject({ code: 'webhook_signature_invalid' });
+
+      // Signed by school-b's account, posted to school-a's URL.
+      const otherKey = await post(
+        server,
+        'sendgrid/school-a',
+        body,
+        sgHeaders(signSendgrid(sgB.privateKey, ts, body), ts),
+      );
+      expect(otherKey.status).toBe(401);
+
+      const unsigned = await post(server, 'sendgrid/school-a', body);
+      expect(unsigned.status).toBe(401);
+
+      const old = String(Math.floor(Date.now() / 1000) - 600);
+      const stale = await post(
+        server,
+        'sendgrid/school-a',
+        body,
+        sgHeaders(signSendgrid(sgA.privateKey, old, body), old),
+      );
+      expect(stale.status).toBe(401);
+      expect((await json(stale)).error.code).toBe('webhook_stale');
+
+      const first = await post(server, 'sendgrid/school-a', body, sgHeaders(signature, ts));
+      expect(first.status).toBe(200);
+      const replay = await post(server, 'sendgrid/school-a', body, sgHeaders(signature, ts));
+      expect(replay.status).toBe(409);
+      const err = (await json(replay)).error;
+      expect(err).toMatchObject({ code: 'webhook_replayed' });
+      expect(err.help).toMatch(/^https:\/\//);
+
+      expect(take()).toHaveLength(1);
+      expect(refused.map((r) => r.code)).toEqual(
+        expect.arrayContaining(['webhook_signature_invalid', 'webhook_stale', 'webhook_replayed']),
+      );
+      expect(JSON.stringify(refused)).not.toContain(sgA.publicKey);
+    });
+
+    it('refuses an organisation without a secret and a provider not mounted', async () => {
+      const res = await post(server, 'sendgrid/school-z', '[]', sgHeaders('x', '1'));
+      expect(res.status).toBe(404);
+      expect((await json(res)).error.code).toBe('webhook_unknown_organisation');
+      const res2 = await post(server, 'postmark/school-a', '[]');
+      expect(res2.status).toBe(404);
+      expect((await json(res2)).error.code).toBe('webhook_unknown_provider');
+      const res3 = await fetch(`${server.url}/webhooks/sendgrid/school-a`);
+      expect(res3.status).toBe(405);
+    });
+
+    it('says what to do when a JSON parser ran first, and works when the parser keeps the raw body', async () => {
+      const body = JSON.stringify([sgExamples.first_example_by_event.delivered], null, 1);
+      const ts = String(Math.floor(Date.now() / 1000));
+      const headers = sgHeaders(signSendgrid(sgA.privateKey, ts, body), ts);
+      const res = await post(parsedFirst, 'sendgrid/school-a', body, headers);
+      expect(res.status).toBe(500);
+      const err = (await json(res)).error;
+      expect(err.code).toBe('webhook_body_already_parsed');
+      expect(err.message).toMatch(/keepRawBody/);
+      const ok = await post(rawKept, 'sendgrid/school-a', body, headers);
+      expect(ok.status).toBe(200);
+      expect(take().map((e) => e.type)).toEqual(['delivered']);
+    });
+  });
+
+  describe('Mailgun', () => {
+    it("accepts the vector's example body (at its time)", async () => {
+      clock = Number(mgVector.timestamp) * 1000;
+      try {
+        const res = await post(server, 'mailgun/vector-org', JSON.stringify(mgVector.example_webhook_body));
+        expect(res.status, await res.clone().text()).toBe(200);
+      } finally {
+        clock = undefined;
+      }
+      expect(take()).toMatchObject([
+        { type: 'delivered', recipient: 'alice@example.com', eventId: 'DACSsAdVSeGpLid7TN03WA' },
+      ]);
+    });
+
+    it("maps the events of Mailgun's documentation", async () => {
+      const samples: [string, string][] = [
+        ['Accepted', 'queued'],
+        ['Delivered', 'delivered'],
+        ['Failed (Permanent)', 'rejected'],
+        ['Failed (Permanent, Delayed Bounce)', 'bounced'],
+        ['Failed (Temporary)', 'deferred'],
+        ['Opened', 'opened'],
+        ['Clicked', 'clicked'],
+        ['Unsubscribed', 'unsubscribed'],
+        ['Complained', 'complained'],
+        ['Rejected', 'rejected'],
+        ['Stored', 'unknown'],
+      ];
+      for (const [title] of samples) {
+        const res = await post(server, 'mailgun/school-a', mailgunBody(mailgunDocEvent(title)));
+        expect(res.status, title).toBe(200);
+      }
+      const events = take();
+      expect(events.map((e) => e.type)).toEqual(samples.map(([, t]) => t));
+      expect(events[3]).toMatchObject({
+        recipient: 'christest123@test.com',
+        permanent: true,
+        status: '5.1.1',
+        messageId: '<20221019211537.93011d31ea99c5a8@test.com>',
+      });
+      expect(events[6]!.url).toBe('http://example.com/signup');
+    });
+
+    it('refuses a wrong key, a stale timestamp and a replayed token', async () => {
+      const forged = await post(
+        server,
+        'mailgun/school-a',
+        mailgunBody(mailgunDocEvent('Delivered'), 'fake-wrong-key'),
+      );
+      expect(forged.status).toBe(401);
+      const old = String(Math.floor(Date.now() / 1000) - 3600);
+      const stale = await post(server, 'mailgun/school-a', mailgunBody(mailgunDocEvent('Delivered'), MG_KEY_A, old));
+      expect((await json(stale)).error.code).toBe('webhook_stale');
+      const body = mailgunBody(mailgunDocEvent('Delivered'));
+      expect((await post(server, 'mailgun/school-a', body)).status).toBe(200);
+      const replay = await post(server, 'mailgun/school-a', body);
+      expect(replay.status).toBe(409);
+      expect(take()).toHaveLength(1);
+    });
+  });
+
+  describe('SES through SNS', () => {
+    const snsPost = (base: Served, org: string, message: Record<string, string>) =>
+      fetch(`${base.url}/webhooks/ses/${org}`, {
+        method: 'POST',
+        // SNS posts JSON as text/plain, which the app's express.json() leaves alone.
+        headers: { 'content-type': 'text/plain; charset=UTF-8', 'x-amz-sns-message-type': message.Type! },
+        body: JSON.stringify(message),
+      });
+
+    it('verifies signature versions 1 and 2 and normalises bounces, complaints, deliveries, clicks and delays', async () => {
+      for (const [event, version] of [
+        [sesBounce, '1'],
+        [sesTransientBounce, '2'],
+        [sesComplaint, '2'],
+        [sesDelivery, '1'],
+        [sesClick, '2'],
+        [sesDeliveryDelay, '2'],
+      ] as const) {
+        const res = await snsPost(parsedFirst, 'school-a', notification(event, TOPIC_A, { version }));
+        expect(res.status, await res.clone().text()).toBe(200);
+      }
+      const events = take();
+      expect(events.map((e) => `${e.type}:${e.recipient}`)).toEqual([
+        'bounced:jane@example.com',
+        'bounced:full@example.com',
+        'complained:richard@example.com',
+        'delivered:jane@example.com',
+        'delivered:richard@example.com',
+        'clicked:recipient@example.com',
+        'deferred:recipient@example.com',
+      ]);
+      expect(events[0]).toMatchObject({
+        permanent: true,
+        status: '5.1.1',
+        providerMessageId: '00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000',
+        messageId: '<custom-message-id@example.com>',
+        tags: ['spring'],
+      });
+      expect(events[1]!.permanent).toBe(false);
+      expect(events[5]!.url).toMatch(/^https:\/\/docs\.aws\.amazon\.com\//);
+      expect(certFetches.every((u) => u === CERT_URL)).toBe(true);
+    });
+
+    it('refuses a topic the organisation does not allow, before fetching any certificate', async () => {
+      const before = certFetches.length;
+      const res = await snsPost(server, 'school-a', notification(sesBounce, TOPIC_B));
+      expect(res.status).toBe(403);
+      expect((await json(res)).error.code).toBe('webhook_topic_not_allowed');
+      expect(certFetches.length).toBe(before);
+    });
+
+    it('never fetches a certificate from outside the SNS hosts', async () => {
+      const before = certFetches.length;
+      for (const certUrl of [
+        'https://sns.us-east-1.amazonaws.com.evil.example/cert.pem',
+        'http://sns.us-east-1.amazonaws.com/cert.pem',
+        'https://evil.example/sns.us-east-1.amazonaws.com/cert.pem',
+        'https://sns.us-east-1.amazonaws.com@evil.example/cert.pem',
+        'https://s3.amazonaws.com/cert.pem',
+      ]) {
+        const res = await snsPost(server, 'school-a', notification(sesBounce, TOPIC_A, { certUrl }));
+        expect(res.status, certUrl).toBe(401);
+      }
+      expect(certFetches.length).toBe(before);
+    });
+
+    it('refuses a message signed by another key, a changed message, a stale and a replayed one', async () => {
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const other = notification(sesBounce, TOPIC_A, {
+        key: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+      });
+      expect((await snsPost(server, 'school-a', other)).status).toBe(401);
+
+      const changed = notification(sesBounce);
+      changed.Message = changed.Message!.replace('jane@example.com', 'victim@example.com');
+      expect((await snsPost(server, 'school-a', changed)).status).toBe(401);
+
+      const old = notification(sesBounce, TOPIC_A, { timestamp: new Date(Date.now() - 2 * 3600_000).toISOString() });
+      const stale = await snsPost(server, 'school-a', old);
+      expect((await json(stale)).error.code).toBe('webhook_stale');
+
+      const once = notification(sesComplaint);
+      expect((await snsPost(server, 'school-a', once)).status).toBe(200);
+      expect((await snsPost(server, 'school-a', once)).status).toBe(409);
+      expect(take()).toHaveLength(1);
+    });
+
+    it('confirms a subscription of an allowed topic only through an SNS URL, and only when configured', async () => {
+      const subscribeUrl = `https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=${TOPIC_A}&Token=fake-token`;
+      const confirmation = snsMessage({
+        Type: 'SubscriptionConfirmation',
+        TopicArn: TOPIC_A,
+        Message: 'You have chosen to subscribe to the topic.',
+        SubscribeURL: subscribeUrl,
+        Token: 'fake-token',
+      });
+      const res = await snsPost(server, 'school-a', confirmation);
+      expect(res.status, await res.clone().text()).toBe(200);
+      expect(await json(res)).toMatchObject({ subscription: 'confirmed', topic: TOPIC_A });
+      expect(confirmations).toEqual([subscribeUrl]);
+
+      const evil = snsMessage({
+        Type: 'SubscriptionConfirmation',
+        TopicArn: TOPIC_A,
+        Message: 'x',
+        SubscribeURL: 'https://evil.example/confirm',
+        Token: 'fake-token',
+      });
+      expect((await snsPost(server, 'school-a', evil)).status).toBe(400);
+      expect(confirmations).toHaveLength(1);
+
+      // A receiver not configured to confirm refuses, without visiting anything.
+      const strict = express();
+      strict.use(
+        '/webhooks',
+        mailviaWebhooks({
+          providers: [
+            sesWebhook({
+              fetchCertificate: async () => testCertificate().cert,
+              confirm: async (u) => {
+                confirmations.push(u);
+              },
+            }),
+          ],
+          secrets: () => [TOPIC_A],
+        }),
+      );
+      const s = await serve(strict);
+      try {
+        const again = snsMessage({
+          Type: 'SubscriptionConfirmation',
+          TopicArn: TOPIC_A,
+          Message: 'x',
+          SubscribeURL: subscribeUrl,
+          Token: 'fake-token',
+        });
+        const refusedRes = await snsPost(s, 'school-a', again);
+        expect(refusedRes.status).toBe(403);
+        expect((await json(refusedRes)).error.code).toBe('webhook_subscription_refused');
+      } finally {
+        await s.close();
+      }
+      expect(confirmations).toHaveLength(1);
+    });
+  });
+
+  it('lets a provider deliver again when the application failed to process the events', async () => {
+    let failNext = true;
+    const app = express();
+    app.use(
+      '/webhooks',
+      mailviaWebhooks({
+        providers: [mailgunWebhook()],
+        secrets: () => MG_KEY_A,
+        onEvents: () => {
+          if (failNext) {
+            failNext = false;
+            throw new Error('database down');
+          }
+        },
+      }),
+    );
+    app.use((_err: unknown, _req: unknown, res: { status(n: number): { json(b: unknown): void } }, _next: unknown) => {
+      res.status(500).json({ error: 'logged' });
+    });
+    const s = await serve(app);
+    try {
+      const body = mailgunBody(mailgunDocEvent('Delivered'));
+      const post1 = await fetch(`${s.url}/webhooks/mailgun/school-a`, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(post1.status).toBe(500);
+      const post2 = await fetch(`${s.url}/webhooks/mailgun/school-a`, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(post2.status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+it('cannot be created without providers or secrets', () => {
+  expect(() => mailviaWebhooks({ providers: [], secrets: () => 'x' })).toThrow(/providers/);
+  expect(() => mailviaWebhooks({ providers: [mailgunWebhook()] } as never)).toThrow(/secrets/);
+});
