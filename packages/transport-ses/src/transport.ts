@@ -124,13 +124,16 @@ class SesTransport implements Transport {
           signal,
           deadline,
         });
-        // GetAccount changes nothing: a lost answer is no unknown outcome
-        if (e.kind === 'unknown') {
+        // GetAccount changes nothing: a lost answer is no unknown outcome, and a refused
+        // request says the route, not a message, is wrong
+        const kind = e.kind === 'unknown' ? 'unavailable' : e.kind === 'refused' ? 'misconfigured' : undefined;
+        if (kind) {
           throw new MailError(e.message, {
-            kind: 'unavailable',
+            kind,
             phase: e.phase,
             route: this.name,
             ...(e.code ? { code: e.code } : {}),
+            ...(e.status !== undefined ? { status: e.status } : {}),
           });
         }
         throw e;

@@ -1,8 +1,20 @@
+import { randomUUID } from 'node:crypto';
 import { Agent } from 'node:http';
-import { composeMime, type MailError, prepareMessage } from '@mailvia/core';
-import { transportConformance } from '@mailvia/core/testing';
+import {
+  composeMime,
+  createMailer,
+  createOutbox,
+  type DeliveryError,
+  failover,
+  type MailError,
+  MemoryRouteState,
+  prepareMessage,
+  RouteRegistry,
+  smtp,
+} from '@mailvia/core';
+import { type SmtpSink, startSmtpSink, transportConformance } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SesRouteOptions, ses } from '../src/index.js';
+import { type SesRouteOptions, ses, sesRoute } from '../src/index.js';
 import { startCutter } from './http-peers.js';
 import { account, type SesPeer, sesError, startSesPeer } from './ses-peer.js';
 import { httpBinding, operationErrors, validateRequest } from './smithy.js';
@@ -343,5 +355,108 @@ describe('ses route: requests match the SES v2 Smithy model', () => {
     const account = peer.proxy.requests.filter((r) => r.url.endsWith(httpBinding('GetAccount').uri));
     expect(account.length).toBeGreaterThan(0);
     for (const r of account) expect(r.method).toBe(httpBinding('GetAccount').method);
+  });
+});
+
+describe('ses route in a failover chain', () => {
+  let sink: SmtpSink;
+  beforeAll(async () => {
+    sink = await startSmtpSink({ starttls: false });
+  });
+  afterAll(() => sink.close());
+  const backup = () => smtp({ host: '127.0.0.1', port: sink.port, pool: false, name: 'backup-smtp' });
+  const msg = () => prepareMessage({ from: FROM, to: 'a@example.org', subject: `chain ${randomUUID()}`, text: '.' });
+
+  it('SES unreachable: the next route sends it, the receipt lists both attempts', async () => {
+    const m = msg();
+    const receipt = await failover([route({ endpoint: `https://127.0.0.1:${cutter.port}` }), backup()]).send(m);
+    expect(receipt.route).toBe('backup-smtp');
+    expect(receipt.attempts.map((a) => [a.route, a.ok, a.kind])).toEqual([
+      ['ses(us-east-1/…TEST)', false, 'unavailable'],
+      ['backup-smtp', true, undefined],
+    ]);
+    expect(sink.received.some((r) => r.parsed.subject === m.subject)).toBe(true);
+  });
+
+  it('SES out of its daily quota: the next route sends it and SES rests as limited', async () => {
+    const rested: { kind: string; quota: boolean }[] = [];
+    const chain = failover([
+      route({ endpoint: peer.fault(sesError('TooManyRequestsException', 'Daily message quota exceeded.')) }),
+      backup(),
+    ]);
+    const receipt = await chain.send(msg(), {
+      observer: { rested: (_route, _until, e) => rested.push({ kind: e.kind, quota: e.quota }) },
+    });
+    expect(receipt.route).toBe('backup-smtp');
+    expect(rested).toEqual([{ kind: 'limited', quota: true }]);
+  });
+
+  it('an unknown outcome on SES stops the chain: the next route never gets the mail, SES has it', async () => {
+    const m = msg();
+    const chain = failover([route({ endpoint: peer.fault({ do: 'forward-then-cut' }) }), backup()]);
+    const err = (await chain.send(m).catch((e: unknown) => e)) as DeliveryError;
+    expect(err.kind).toBe('unknown');
+    expect(err.attempts.map((a) => a.kind)).toEqual(['unknown']);
+    expect(sink.received.some((r) => r.parsed.subject === m.subject)).toBe(false);
+    expect((await peer.stored()).some((e) => e.subject === m.subject)).toBe(true);
+  });
+});
+
+describe('ses:// URLs', () => {
+  const registry = new RouteRegistry([sesRoute]);
+  const context = { outbox: createOutbox(), state: new MemoryRouteState(), stateKey: 'test:' };
+  const encoded = encodeURIComponent(SECRET);
+
+  it('builds a route from a URL (secret percent-encoded) and sends through createMailer', async () => {
+    const url = `ses://${KEY_ID}:${encoded}@us-east-1?configurationSet=set-1&endpoint=${encodeURIComponent(peer.endpoint)}`;
+    expect(sesRoute.fromUrl(new URL(url))).toEqual({
+      type: 'ses',
+      region: 'us-east-1',
+      credentials: { accessKeyId: KEY_ID, secretAccessKey: SECRET },
+      configurationSet: 'set-1',
+      endpoint: peer.endpoint,
+    });
+    const mailer = createMailer({ factories: [sesRoute], organisations: () => [url] });
+    try {
+      const subject = `mailer ${randomUUID()}`;
+      const receipt = await mailer.send({ from: FROM, to: 'a@example.org', subject, text: '.' }, { organisation: 'a' });
+      expect(receipt.route).toBe('ses(us-east-1/…TEST set=set-1)');
+      expect((await peer.stored()).some((e) => e.subject === subject)).toBe(true);
+      expect(sendEmailBodies().at(-1)?.ConfigurationSetName).toBe('set-1');
+    } finally {
+      await mailer.close();
+    }
+  });
+
+  it('takes the region as a query parameter with host default', () => {
+    expect(sesRoute.fromUrl(new URL('ses://default?region=eu-west-1&content=simple&emailTags=false'))).toEqual({
+      type: 'ses',
+      region: 'eu-west-1',
+      content: 'simple',
+      emailTags: false,
+    });
+  });
+
+  it('says what is wrong with a URL without showing the secret', () => {
+    const bad: [string, RegExp][] = [
+      [`ses://${KEY_ID}:${encoded}@us-east-1?colour=blue`, /query\.colour: unknown parameter/],
+      [`ses://${KEY_ID}:${encoded}@default`, /region: is missing/],
+      [`ses://${KEY_ID}:${encoded}@moon-base-1`, /not an AWS region/],
+      [`ses://${KEY_ID}:${encoded}@us-east-1?content=fancy`, /query\.content/],
+      [`ses://${KEY_ID}:${encoded}@us-east-1?timeout=soon`, /query\.timeout/],
+      [`ses://${KEY_ID}@us-east-1`, /credentials: need both/],
+    ];
+    for (const [url, problem] of bad) {
+      let err: Error | undefined;
+      try {
+        registry.build(url, context);
+      } catch (e) {
+        err = e as Error;
+      }
+      expect(err?.name, url).toBe('RouteConfigError');
+      expect(err?.message).toMatch(problem);
+      expect(err?.message).not.toContain(SECRET);
+      expect(err?.message).not.toContain(encoded);
+    }
   });
 });
