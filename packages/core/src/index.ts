@@ -80,9 +80,28 @@ export { type SmtpRouteOptions, smtp } from './smtp.js';
 export type { Receipt, SendObserver, SendOptions, SpecificationVersion, Transport } from './spec.js';
 export { STOPPING_KINDS } from './spec.js';
 export { decodeMessage, encodeMessage } from './stores/codec.js';
+export { Bell, type ClaimSource, runConsumer } from './stores/consumer.js';
+export {
+  MemoryDeliveryLog,
+  MemoryQueue,
+  type MemoryStoreOptions,
+  MemorySuppressionList,
+  matchesQuery,
+  memoryStores,
+} from './stores/memory.js';
+export {
+  SqliteDatabase,
+  SqliteDeliveryLog,
+  SqliteQueue,
+  SqliteRouteState,
+  type SqliteStoreOptions,
+  SqliteSuppressionList,
+  sqliteStores,
+} from './stores/sqlite.js';
 export type {
   AttemptRecord,
   AttemptStatus,
+  DeliveryDetails,
   DeliveryLog,
   DeliveryQuery,
   DeliveryRecord,
@@ -96,6 +115,7 @@ export type {
   QueueAddResult,
   QueueConsumer,
   QueueJob,
+  QueueJobInfo,
   QueueJobState,
   QueueStore,
   RetentionPolicy,

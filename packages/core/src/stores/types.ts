@@ -70,6 +70,15 @@ export type JobOutcome =
 /** Where a job stands in the queue. */
 export type QueueJobState = 'waiting' | 'active' | 'sent' | 'dead';
 
+/** A job as {@link QueueStore.get} shows it. */
+export interface QueueJobInfo extends Omit<QueueJob, 'message'> {
+  state: QueueJobState;
+  /** Why it is dead. */
+  reason?: string;
+  /** The message; dropped once sent (the idempotency key stays). */
+  message?: PreparedMessage;
+}
+
 /** Options of {@link QueueStore.process}. */
 export interface ProcessOptions {
   /** Jobs handled at the same time by this consumer. @default 4 */
@@ -104,8 +113,8 @@ export interface QueueStore {
    * handler that throws is a bug: its job is retried after the lease, uncounted.
    */
   process(handler: (job: QueueJob) => Promise<JobOutcome>, options?: ProcessOptions): QueueConsumer;
-  /** A job and its state, while the store keeps it. */
-  get(id: string): Promise<(QueueJob & { state: QueueJobState; reason?: string }) | undefined>;
+  /** A job and its state, while the store keeps it (a sent job without its message). */
+  get(id: string): Promise<QueueJobInfo | undefined>;
   /**
    * Moves a dead job back to waiting, due now, with its attempts reset (same id, key and
    * Message-ID). False when the job is not dead (already waiting, active, sent or pruned): two
@@ -216,6 +225,12 @@ export interface AttemptRecord {
   endedAt?: number;
 }
 
+/** A record with every attempt, as {@link DeliveryLog.get} returns it. */
+export interface DeliveryDetails extends DeliveryRecord {
+  /** Every attempt, oldest first. */
+  history: AttemptRecord[];
+}
+
 /** A query of the delivery log. Every field narrows; records come newest first. */
 export interface DeliveryQuery {
   organisation?: string;
@@ -255,7 +270,7 @@ export interface DeliveryLog {
   /** Creates or replaces an attempt (by id). */
   putAttempt(attempt: AttemptRecord): MaybePromise<void>;
   /** A record with its attempts, oldest attempt first. */
-  get(id: string): MaybePromise<(DeliveryRecord & { attempts: AttemptRecord[] }) | undefined>;
+  get(id: string): MaybePromise<DeliveryDetails | undefined>;
   /** Records matching the query, newest first, without their attempts. */
   query(query?: DeliveryQuery): MaybePromise<DeliveryRecord[]>;
   /** Applies retention; resolves with how many records were deleted. */
