@@ -16,6 +16,7 @@ export {
   mailvia,
   type OrganisationResolver,
 } from './middleware.js';
+export { type MailviaOutboxOptions, mailviaOutbox } from './outbox/page.js';
 export {
   type MailgunWebhookOptions,
   mailgunWebhook,
