@@ -25,8 +25,8 @@ export interface Dante {
   pid: number;
   /** Its log so far. */
   log(): string;
-  /** Waits until the log matches (Dante writes a line per connection when it ends or starts). */
-  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Waits until the log matches (Dante writes a line when a session starts and when it ends). */
+  waitForLog(test: RegExp | ((log: string) => boolean), timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -79,7 +79,17 @@ export async function startDante(options: DanteOptions = {}): Promise<Dante> {
     // unshare execs the shell, which execs danted: the child's pid is Dante's
     child = spawn(
       'unshare',
-      ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, bin, ...args],
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount --bind "$0" /etc/hosts && exec "$@"',
+        hosts,
+        bin,
+        ...args,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
   } else {
@@ -108,12 +118,13 @@ export async function startDante(options: DanteOptions = {}): Promise<Dante> {
     port,
     pid: child.pid!,
     log,
-    async waitForLog(pattern, timeoutMs = 5000) {
+    async waitForLog(test, timeoutMs = 5000) {
       const end = Date.now() + timeoutMs;
+      const ok = typeof test === 'function' ? test : (text: string) => test.test(text);
       for (;;) {
         const text = log();
-        if (pattern.test(text)) return text;
-        if (Date.now() > end) throw new Error(`Dante's log does not match ${pattern}:\n${text.slice(-3000)}`);
+        if (ok(text)) return text;
+        if (Date.now() > end) throw new Error(`Dante's log does not show ${String(test)}:\n${text.slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 50));
       }
     },
