@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { MailError, redact, smtp } from '@mailvia/core';
 import {
   distributionChangelogMentions,
@@ -11,7 +12,7 @@ import {
   olderThan,
 } from './exim.js';
 import { GENERATED_MARKER } from './generate.js';
-import { type Diagnosis, diagnose, mainLogPath, parseLogLine, readLogTail } from './logs.js';
+import { type Diagnosis, diagnose, diagnoseAttempt, mainLogPath, parseLogLine, readLogTail } from './logs.js';
 import type { RelayOrganisation } from './organisations.js';
 import { SmtpProbe } from './probe.js';
 import { listQueue, type QueuedMessage } from './queue.js';
@@ -77,7 +78,9 @@ const PORT_NAMES: Record<string, number> = { smtp: 25, submission: 587, smtps: 4
 
 function relayAddress(o: Record<string, string>): { host: string; port: number } {
   const ifaces = (o.local_interfaces ?? '').replace(/^<;\s*/, '').split(/\s*[;:]\s*(?![0-9a-f]*:)/i);
-  const host = ifaces.map((s) => s.trim().replace(/\.\d+$/, '')).find((s) => /^127\.|^::1$/.test(s)) ?? '127.0.0.1';
+  const host =
+    ifaces.map((s) => s.trim().replace(/^(\d+\.\d+\.\d+\.\d+)\.\d+$/, '$1')).find((s) => /^127\.|^::1$/.test(s)) ??
+    '127.0.0.1';
   const ports = (o.daemon_smtp_ports ?? '')
     .split(/\s*:\s*/)
     .map((p) => (PORT_NAMES[p.trim()] ?? Number(p.trim())) || 0)
@@ -458,8 +461,9 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     const t = l.time ? Date.parse(l.time.replace(' ', 'T')) : Number.NaN;
     if (!Number.isNaN(t) && t < since) continue;
     if (l.flag === '=>') {
-      const host = / H=(\S+)/.exec(l.text)?.[1];
-      if (host && l.time) lastSuccess.set(host, l.time);
+      // H=name [address]:port (the port is logged with +outgoing_port, as the generated relay does)
+      const h = / H=(\S+) \[[^\]]+\](?::(\d+))?/.exec(l.text);
+      if (h && l.time) lastSuccess.set(h[2] ? `${h[1]}:${h[2]}` : h[1]!, l.time);
       continue;
     }
     if (l.flag === '<=' || l.flag === 'Completed') continue;
@@ -495,9 +499,9 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
       const detail: string[] = [];
       let serious = false;
       for (const q of queue.slice(0, 20)) {
-        const mine = lines.filter((l) => l.queueId === q.queueId && (l.flag === '==' || l.flag === '**'));
-        const lastLine = mine.at(-1);
-        const why = lastLine ? diagnose(lastLine.text) : undefined;
+        const mine = lines.filter((l) => l.queueId === q.queueId && l.flag !== '<=');
+        const lastLine = mine.filter((l) => l.flag === '==' || l.flag === '**').at(-1);
+        const why = lastLine ? diagnoseAttempt(mine.map((l) => l.text)) : undefined;
         if (why && why.severity === 'error') serious = true;
         const org = orgOfId.get(q.queueId);
         detail.push(
@@ -535,7 +539,10 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
   }
   for (const [k, list] of upstreams) {
     const first = list[0]!;
-    const tls = { servername: first.upstream.host, ...(options.upstreamCa ? { ca: options.upstreamCa } : {}) };
+    const tls = {
+      ...(isIP(first.upstream.host) ? {} : { servername: first.upstream.host }),
+      ...(options.upstreamCa ? { ca: options.upstreamCa } : {}),
+    };
     const base = {
       host: first.upstream.host,
       port: first.upstream.port,
@@ -565,7 +572,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
       } catch (e) {
         const err = MailError.isInstance(e) ? e : undefined;
         const message = clean((e as Error).message);
-        const delivered = lastSuccess.get(first.upstream.host);
+        const delivered = lastSuccess.get(k) ?? lastSuccess.get(first.upstream.host);
         const diag = diagnose(message);
         add({
           id: t.id,

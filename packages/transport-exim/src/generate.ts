@@ -200,8 +200,7 @@ function macros(o: GeneratedRelay['options']): string {
   return `# --- mailvia relay: where the credentials files are, and who an authenticated client is
 MAILVIA_DIR = ${o.dataDir}
 # the organisation of an authenticated client: only ids set by the listed authenticators count
-MAILVIA_ORG = \${if inlist{$sender_host_authenticated}{${o.authenticators.join(':')}}\\
-  {\${lookup{$authenticated_id}lsearch{MAILVIA_DIR/relay-ids}{$value}}}}
+MAILVIA_ORG = \${if inlist{$sender_host_authenticated}{${o.authenticators.join(':')}}{\${lookup{$authenticated_id}lsearch{MAILVIA_DIR/relay-ids}{$value}}}}
 MAILVIA_SENDERS = \${lookup{MAILVIA_ORG}lsearch{MAILVIA_DIR/senders}{$value}}
 MAILVIA_UPLINE = \${lookup{$address_data}lsearch{MAILVIA_DIR/upstreams}{$value}fail}
 MAILVIA_UPUSER = \${sg{\${base64d:\${extract{user}{MAILVIA_UPLINE}}}}{\\N\\^\\N}{^^}}
@@ -248,8 +247,7 @@ mailvia_upstream_login:
 `;
 }
 
-const SENDER_MESSAGE =
-  '<$sender_address> is not an allowed sender of organisation MAILVIA_ORG (mailvia relay: check its senders)';
+const SENDER_MESSAGE = '<$sender_address> is not an allowed sender of organisation MAILVIA_ORG';
 
 function mailAcl(name: string): string {
   return `# MAIL: an authenticated organisation may use only its own sender addresses
@@ -270,7 +268,7 @@ function dataAclStatements(): string {
           !condition = \${if and{{!eq{\${addresses:>:$h_from:}}{}}\\
                               {forall{\${addresses:>:$h_from:}}{or{{inlisti{$item}{MAILVIA_SENDERS}}\\
                                 {inlisti{*@\${domain:$item}}{MAILVIA_SENDERS}}}}}}}
-          message = 550 5.7.1 From: $h_from: is not an allowed sender of organisation MAILVIA_ORG (mailvia relay)
+          message = 550 5.7.1 From: is not an allowed sender of organisation MAILVIA_ORG
           log_message = mailvia: From: header refused for organisation MAILVIA_ORG
 `;
 }

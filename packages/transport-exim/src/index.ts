@@ -37,6 +37,7 @@ export {
 export {
   type Diagnosis,
   diagnose,
+  diagnoseAttempt,
   type EximLogLine,
   LOG_DIAGNOSES,
   mainLogPath,

@@ -179,6 +179,21 @@ export function diagnose(text: string): Diagnosis | undefined {
   return undefined;
 }
 
+/**
+ * The most specific meaning among several lines of one delivery attempt (Exim logs the upstream's
+ * reply on the authenticator's line and a generic "authentication … failed" on the deferral).
+ */
+export function diagnoseAttempt(texts: readonly string[]): Diagnosis | undefined {
+  let best: number | undefined;
+  for (const t of texts) {
+    const i = LOG_DIAGNOSES.findIndex((r) => r.match.test(t));
+    if (i >= 0 && (best === undefined || i < best)) best = i;
+  }
+  if (best === undefined) return undefined;
+  const r = LOG_DIAGNOSES[best]!;
+  return { id: r.id, severity: r.severity, title: r.title, advice: r.advice };
+}
+
 /** The last `maxBytes` of a log file, as lines (the first, partial line dropped). */
 export async function readLogTail(file: string, maxBytes = 8 * 1024 * 1024): Promise<string[]> {
   const size = (await stat(file)).size;

@@ -1,4 +1,7 @@
-import type { ErrorRule } from '@mailvia/core';
+import type { ErrorRule, FailureFacts } from '@mailvia/core';
+
+/** The reply text on one line: Exim wraps long replies (`550-5.7.1 …\n550 5.7.1 …`). */
+const oneLine = (f: FailureFacts) => (f.text ?? '').replace(/\s*\n\d{3}[ -](?:\d\.\d{1,3}\.\d{1,3}\s+)?/g, ' ');
 
 /**
  * Classification rows for what a mailvia Exim relay answers, tried before core's generic rows.
@@ -10,7 +13,7 @@ export const EXIM_ERROR_RULES: readonly ErrorRule[] = [
     id: 'sender-not-allowed',
     kind: 'misconfigured',
     match: (f) =>
-      f.smtpCode !== undefined && f.smtpCode >= 500 && /is not an allowed sender of organisation/i.test(f.text ?? ''),
+      f.smtpCode !== undefined && f.smtpCode >= 500 && /is not an allowed sender of organisation/i.test(oneLine(f)),
     meaning:
       "The relay refuses this sender for this organisation: send as one of the organisation's senders, or add it to the organisations file",
     reference: 'mailvia-exim generated ACL (acl_smtp_mail / acl_smtp_data)',
@@ -28,7 +31,7 @@ export const EXIM_ERROR_RULES: readonly ErrorRule[] = [
     source: 'exim-relay',
     id: 'too-many-connections',
     kind: 'unavailable',
-    match: (f) => f.smtpCode === 421 && /Too many concurrent SMTP connections/i.test(f.text ?? ''),
+    match: (f) => f.smtpCode === 421 && /Too many concurrent SMTP connections/i.test(oneLine(f)),
     meaning: 'The relay has reached smtp_accept_max connections: lower maxConnections or raise the relay limit',
     reference: 'Exim spec: smtp_accept_max',
   },
@@ -36,7 +39,7 @@ export const EXIM_ERROR_RULES: readonly ErrorRule[] = [
     source: 'exim-relay',
     id: 'loopback-only',
     kind: 'misconfigured',
-    match: (f) => /serves loopback clients only/i.test(f.text ?? ''),
+    match: (f) => /serves loopback clients only/i.test(oneLine(f)),
     meaning: 'The relay accepts only clients on loopback: connect to it on 127.0.0.1 from the same machine',
     reference: 'mailvia-exim generated ACL (acl_smtp_connect)',
   },

@@ -1,5 +1,5 @@
 import { type EximCommandOptions, eximOptions } from './exim.js';
-import { type Diagnosis, diagnose, type EximLogLine, mainLogPath, parseLogLine, readLogTail } from './logs.js';
+import { type Diagnosis, diagnoseAttempt, type EximLogLine, mainLogPath, parseLogLine, readLogTail } from './logs.js';
 import { listQueue } from './queue.js';
 
 /** Options of {@link relayStatus}. */
@@ -72,8 +72,13 @@ export function statusFromLog(
   const recipients = new Map<string, RelayRecipientStatus>();
   const forList = arrival ? / for (.+)$/.exec(arrival.text)?.[1] : undefined;
   for (const a of forList?.split(' ') ?? []) recipients.set(a, { address: a, state: 'pending' });
+  let attempt: string[] = [];
   for (const l of mine) {
-    if (!l.flag || !l.address || l.flag === '<=' || l.flag === 'Completed') continue;
+    if (!l.flag) {
+      attempt.push(l.text);
+      continue;
+    }
+    if (!l.address || l.flag === '<=' || l.flag === 'Completed') continue;
     const address = l.address;
     const r: RelayRecipientStatus = recipients.get(address) ?? { address, state: 'pending' };
     if (l.time) r.at = l.time;
@@ -88,10 +93,11 @@ export function statusFromLog(
       r.state = l.flag === '**' ? 'failed' : 'deferred';
       const why = l.text.replace(/^\S+ \S+ /, '').replace(/^(<[^>]*> )?(R=\S+ )?(T=\S+ )?/, '');
       r.response = why;
-      const d = diagnose(why);
+      const d = diagnoseAttempt([why, ...attempt]);
       if (d) r.diagnosis = d;
     }
     recipients.set(address, r);
+    attempt = [];
   }
   const list = [...recipients.values()];
   const states = new Set(list.map((r) => r.state));

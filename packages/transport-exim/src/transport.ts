@@ -19,6 +19,10 @@ import { type RelayStatus, relayStatus } from './status.js';
 
 /** A route through the relay, which can also tell what the relay did with a message afterwards. */
 export interface EximTransport extends Transport {
+  /** Connects to the relay and authenticates as the organisation, without sending. */
+  verify(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Closes the pooled connections to the relay (it reconnects lazily). */
+  close(): Promise<void>;
   /**
    * What the relay did with a message it accepted (delivered upstream, deferred and why, failed):
    * reads the relay's log and queue on this machine. Pass the receipt, or a Message-ID.

@@ -3,7 +3,7 @@
  * package, on a free loopback port, with its spool and log in a temporary directory. Installs
  * nothing: a missing exim4, swaks or tini fails with a message saying what to install.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -54,8 +54,8 @@ export interface RunningRelay {
   /** Exim's log lines about one queue id. */
   linesOf(queueId: string): string[];
   queue(): ReturnType<typeof listQueue>;
-  /** Runs one queue run now, in the foreground (`exim -qff`): retries deferred mail. */
-  runQueue(): void;
+  /** Runs one queue run now (`exim -qff`): retries deferred mail. */
+  runQueue(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -86,7 +86,12 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     allowLoopbackUpstream: true,
     ...options.config,
   });
-  await installRelay(relay, { outDir: dir, eximBin: tools.exim });
+  try {
+    await installRelay(relay, { outDir: dir, eximBin: tools.exim });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   chmodSync(join(dir, 'data'), 0o755);
   const configFile = join(dir, 'exim.conf');
   const logFile = join(dir, 'log', 'mainlog');
@@ -170,9 +175,11 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     },
     linesOf: (queueId) => log().filter((l) => parseLogLine(l).queueId === queueId),
     queue: () => listQueue(exim),
-    runQueue() {
-      execFileSync(tools.exim, ['-C', configFile, '-qff'], { stdio: 'ignore', timeout: 30_000 });
-    },
+    runQueue: () =>
+      // asynchronously: the upstreams run in this process and must answer meanwhile
+      new Promise<void>((resolve, reject) => {
+        execFile(tools.exim, ['-C', configFile, '-qff'], { timeout: 30_000 }, (err) => (err ? reject(err) : resolve()));
+      }),
     stop,
   };
 }
