@@ -200,7 +200,7 @@ export function toMailError(err: unknown, ctx: FailureContext): MailError {
   }
   if (status !== undefined) {
     const g = googleError(e.response?.data);
-    const retryAfter = parseRetryAfter(header(e, 'retry-after'));
+    const retryAfter = parseRetryAfter(header(e, 'retry-after') ?? header(e, 'x-ratelimit-reset'));
     const text = clean(g.text ?? e.message);
     // an OAuth error code (invalid_grant…) is the code an application shows: keep it bare
     const oauthCode = auth && g.reason !== undefined && /^[a-z_]+$/.test(g.reason);

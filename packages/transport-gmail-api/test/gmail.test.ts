@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Agent, type ClientRequest, type RequestOptions } from 'node:http';
 import {
   composeMime,
   createMailer,
@@ -254,6 +255,29 @@ describe('gmail-api route: what Gmail receives', () => {
     expect(d?.parsed.attachments[0]?.content.equals(big)).toBe(true);
   });
 
+  it('goes through an injected agent (the SOCKS route hands one in), token requests too, and never destroys it', async () => {
+    const seen: string[] = [];
+    let destroyed = 0;
+    class CountingAgent extends Agent {
+      // not in @types/node, but what every ClientRequest calls on its agent
+      addRequest(req: ClientRequest, options: RequestOptions) {
+        seen.push(String(req.path));
+        return (Agent.prototype as any).addRequest.call(this, req, options);
+      }
+      override destroy() {
+        destroyed++;
+        super.destroy();
+      }
+    }
+    const agent = new CountingAgent({ keepAlive: true });
+    const t = route({ agent });
+    await t.send(prepareMessage({ from: USER, to: 'a@example.org', subject: `agent ${randomUUID()}`, text: '.' }));
+    await t.close?.();
+    expect(seen).toEqual(['/token', '/upload/gmail/v1/users/me/messages/send?uploadType=media']);
+    expect(destroyed).toBe(0);
+    agent.destroy();
+  });
+
   it('sends no request without a token: Prism refuses one (security of the contract)', async () => {
     const res = await fetch(`${prism.url}/upload/gmail/v1/users/me/messages/send?uploadType=media`, {
       method: 'POST',
@@ -329,6 +353,20 @@ describe('gmail-api route: failures, classified', () => {
     expect(err.kind).toBe('limited');
     expect(err.retryAfter).toBe(9000);
     expect(err.code).toBe('HTTP 429 rateLimitExceeded');
+  });
+
+  it('429 with X-RateLimit-Reset (epoch seconds): retryAfter until then', async () => {
+    const reset = Math.floor(Date.now() / 1000) + 90;
+    const err = await failing(
+      route({
+        rootUrl: fault(
+          googleError(429, 'rateLimitExceeded', 'Rate Limit Exceeded', { 'X-RateLimit-Reset': String(reset) }),
+        ),
+      }),
+    );
+    expect(err.kind).toBe('limited');
+    expect(err.retryAfter).toBeGreaterThan(70_000);
+    expect(err.retryAfter).toBeLessThanOrEqual(90_000);
   });
 
   it('401 authError: the token is renewed once and the send tried once more, then misconfigured', async () => {

@@ -134,11 +134,26 @@ export function resolveSesOptions(options: SesRouteOptions): ResolvedSesOptions 
   };
 }
 
-/** The credentials in the form the SDK takes. */
+/**
+ * The credentials in the form the SDK takes. A provider function's failure is reported as a
+ * `CredentialsProviderError` (what the SDK's own providers throw), so it reads as misconfigured.
+ */
 export function sdkCredentials(
   creds: SesCredentials | SesCredentialProvider | undefined,
 ): SesCredentials | SesCredentialProvider | undefined {
-  if (creds === undefined || typeof creds === 'function') return creds;
+  if (creds === undefined) return undefined;
+  if (typeof creds === 'function') {
+    return async () => {
+      try {
+        return await creds();
+      } catch (err) {
+        if (err instanceof Error && err.name === 'CredentialsProviderError') throw err;
+        const e = new Error(`the credentials provider failed: ${err instanceof Error ? err.message : String(err)}`);
+        e.name = 'CredentialsProviderError';
+        throw e;
+      }
+    };
+  }
   return {
     accessKeyId: creds.accessKeyId,
     secretAccessKey: creds.secretAccessKey,

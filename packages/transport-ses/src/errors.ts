@@ -175,7 +175,8 @@ export function toMailError(err: unknown, ctx: FailureContext): MailError {
     );
   }
   if (answered) {
-    const header = e.$response?.headers?.['retry-after'] ?? e.$response?.headers?.['Retry-After'];
+    const h = e.$response?.headers ?? {};
+    const header = h['retry-after'] ?? h['Retry-After'] ?? h['x-ratelimit-reset'];
     const retryAfter = parseRetryAfter(header);
     return failure({
       route: ctx.route,

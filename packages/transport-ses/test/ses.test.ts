@@ -277,6 +277,33 @@ describe('ses route: failures, classified', () => {
     expect(err.status).toBe(429);
   });
 
+  it('429 with X-RateLimit-Reset (epoch seconds): retryAfter until then', async () => {
+    const reset = Math.floor(Date.now() / 1000) + 120;
+    const err = await failing({
+      endpoint: peer.fault(
+        sesError('TooManyRequestsException', 'Maximum sending rate exceeded.', {
+          headers: { 'X-RateLimit-Reset': String(reset) },
+        }),
+      ),
+    });
+    expect(err.kind).toBe('limited');
+    expect(err.retryAfter).toBeGreaterThan(100_000);
+    expect(err.retryAfter).toBeLessThanOrEqual(120_000);
+  });
+
+  it('a credentials provider that fails: misconfigured, phase auth, no request made', async () => {
+    const before = peer.proxy.requests.length;
+    const err = await failing({
+      credentials: async () => {
+        throw new Error('no role attached to this instance');
+      },
+    });
+    expect(err.kind).toBe('misconfigured');
+    expect(err.phase).toBe('auth');
+    expect(err.message).toContain('no role attached');
+    expect(peer.proxy.requests.length).toBe(before);
+  });
+
   it('a connection cut before the request left (TLS never completed): unavailable, nothing reached SES', async () => {
     const before = (await peer.stored()).length;
     const seen = cutter.connections;
