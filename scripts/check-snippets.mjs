@@ -16,7 +16,9 @@ declare function acme(options: { apiKey: string; baseUrl?: string }): import('@m
 
 const docs = [
   ['README.md', 'examples/express-multi-org'],
-  ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => [`docs/${f}`, 'examples/express-multi-org']),
+  ...readdirSync(join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => [`docs/${f}`, 'examples/express-multi-org']),
   ...readdirSync(join(root, 'packages'))
     .filter((d) => existsSync(join(root, 'packages', d, 'README.md')))
     .map((d) => [`packages/${d}/README.md`, `packages/${d}`]),
@@ -25,9 +27,13 @@ const docs = [
 const byHost = new Map();
 for (const [doc, host] of docs) {
   const text = readFileSync(join(root, doc), 'utf8');
-  const blocks = [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]).filter((b) => !b.startsWith('// not checked'));
+  const blocks = [...text.matchAll(/```ts\n([\s\S]*?)```/g)]
+    .map((m) => m[1])
+    .filter((b) => !b.startsWith('// not checked'));
   if (!byHost.has(host)) byHost.set(host, []);
-  blocks.forEach((b, i) => byHost.get(host).push({ name: `${doc.replace(/[/.]/g, '_')}_${i + 1}.ts`, doc, code: b }));
+  blocks.forEach((b, i) => {
+    byHost.get(host).push({ name: `${doc.replace(/[/.]/g, '_')}_${i + 1}.ts`, doc, code: b });
+  });
 }
 
 let failed = 0;
@@ -48,12 +54,17 @@ for (const [host, snippets] of byHost) {
     }),
   );
   try {
-    execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(dir, 'tsconfig.json')], { cwd: join(root, host), stdio: 'pipe' });
+    execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(dir, 'tsconfig.json')], {
+      cwd: join(root, host),
+      stdio: 'pipe',
+    });
     checked += snippets.length;
     console.log(`ok   ${snippets.length} snippet(s) of ${[...new Set(snippets.map((s) => s.doc))].join(', ')}`);
   } catch (e) {
     failed++;
-    console.log(`FAIL snippets checked in ${relative(root, dir)}:\n${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}`);
+    console.log(
+      `FAIL snippets checked in ${relative(root, dir)}:\n${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}`,
+    );
   }
   if (!failed) rmSync(dir, { recursive: true, force: true });
 }

@@ -14,7 +14,9 @@ function nodeBinary(major) {
   const bin = join(dir, 'node_modules', '.bin', 'node');
   if (!existsSync(bin)) {
     mkdirSync(dir, { recursive: true });
-    run('npm', ['install', '--prefix', dir, '--no-save', '--no-audit', '--no-fund', `node@${major}`], { stdio: 'inherit' });
+    run('npm', ['install', '--prefix', dir, '--no-save', '--no-audit', '--no-fund', `node@${major}`], {
+      stdio: 'inherit',
+    });
   }
   return bin;
 }
@@ -34,7 +36,10 @@ const app = join(work, 'app');
 mkdirSync(app);
 writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'smoke-app', private: true, version: '1.0.0' }));
 const tarballs = readdirSync(packs).map((f) => join(packs, f));
-run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs, 'express@5'], { cwd: app, stdio: 'inherit' });
+run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs, 'express@5'], {
+  cwd: app,
+  stdio: 'inherit',
+});
 
 const check = (load) => `
 const names = ${JSON.stringify(packages)};

@@ -24,7 +24,11 @@ export interface DemoResult {
 }
 
 /** Starts the demo app with two organisations and sends one mail for each through it. */
-export async function runDemo(options: { dir: string; port?: number; log?: (line: string) => void }): Promise<DemoResult> {
+export async function runDemo(options: {
+  dir: string;
+  port?: number;
+  log?: (line: string) => void;
+}): Promise<DemoResult> {
   const log = options.log ?? (() => {});
   const upstreamDir = join(options.dir, 'upstream');
   const outboxDir = join(options.dir, 'captured');
@@ -38,7 +42,12 @@ export async function runDemo(options: { dir: string; port?: number; log?: (line
     {
       // school A: straight to its provider, the outbox as last resort
       'school-a': [
-        { type: 'smtp', host: '127.0.0.1', port: upstream.port, auth: { user: 'office@school-a.example', pass: 'fake-app-password-a' } },
+        {
+          type: 'smtp',
+          host: '127.0.0.1',
+          port: upstream.port,
+          auth: { user: 'office@school-a.example', pass: 'fake-app-password-a' },
+        },
         'capture://',
       ],
       // school B: its local relay first (down today), then its provider, then the outbox

@@ -27,7 +27,8 @@ export async function startUpstream(accounts: Record<string, string>, dir: strin
     disableReverseLookup: true,
     logger: false,
     onAuth(auth, _session, cb) {
-      if (accounts[auth.username ?? ''] !== auth.password) return cb(new Error('5.7.8 Username and Password not accepted'));
+      if (accounts[auth.username ?? ''] !== auth.password)
+        return cb(new Error('5.7.8 Username and Password not accepted'));
       cb(null, { user: auth.username });
     },
     onData(stream, session, cb) {

@@ -109,6 +109,7 @@ class CompositeTransport implements Transport {
         continue;
       }
       try {
+        if (!composite) await observer?.beforeAttempt?.(route.name);
         const receipt = await route.send(message, options);
         if (resting) await this.state.clear(key);
         if (composite) attempts.push(...receipt.attempts);

@@ -1,11 +1,24 @@
 import { EventEmitter } from 'node:events';
 import { createOutbox, type Outbox } from './capture.js';
-import type { RestPolicy } from './composite.js';
+import { failover, type RestPolicy } from './composite.js';
+import {
+  DeliveryEngine,
+  type DeliveryLogOptions,
+  type DeliveryOptions,
+  type EnqueueOptions,
+  type EnqueueResult,
+  findRoute,
+  isComposite,
+  type Worker,
+  type WorkerOptions,
+} from './delivery.js';
 import { type Attempt, type FailureKind, MailError, RouteConfigError } from './errors.js';
 import { type Message, type PreparedMessage, prepareMessage, type ValidationOptions } from './message.js';
+import type { QuotaEvent } from './quota.js';
 import { type RouteFactory, RouteRegistry, type RouteSpec } from './registry.js';
 import { MemoryRouteState, type RouteStateStore } from './route-state.js';
-import type { Receipt, Transport } from './spec.js';
+import type { Receipt, SendObserver, Transport } from './spec.js';
+import type { DeliveryLog, QueueStore, SuppressionList } from './stores/types.js';
 import { combineSignals } from './util.js';
 
 /** `production` sends; `development` captures every mail in the outbox and sends nothing. */
@@ -36,12 +49,29 @@ export interface MailerOptions {
   rest?: RestPolicy;
   /** Built chains kept open: at most `maxOrganisations`, each closed after `idleTimeout` ms unused. */
   cache?: { maxOrganisations?: number; idleTimeout?: number };
+  /** Where enqueued mail waits (`sqliteStores()`, `memoryStores()`, `@mailvia/redis`); needed by `enqueue`. */
+  queue?: QueueStore;
+  /** Where every message and attempt is recorded (sends too). */
+  log?: DeliveryLog | undefined;
+  /** Recipients not to send to, per organisation, checked before every send. */
+  suppression?: SuppressionList | undefined;
+  /** Retries, back-off and the policy for unknown outcomes of enqueued mail. */
+  delivery?: DeliveryOptions;
+  /** Retention and redaction of the delivery log. */
+  logging?: DeliveryLogOptions;
+  /** Closes the stores on `close()` (the `close` of `sqliteStores()` and friends). */
+  close?: () => Promise<void>;
 }
 
 /** Options of one send. */
 export interface MailerSendOptions {
   organisation?: string;
   signal?: AbortSignal;
+  /**
+   * Sends on this route of the chain only, by name (resting and quota still apply): to retry an
+   * unknown outcome where the message may already have gone, never elsewhere.
+   */
+  route?: string;
 }
 
 /** The events of a {@link Mailer}. */
@@ -51,6 +81,22 @@ export interface MailerEvents {
   failed: [{ organisation?: string; messageId: string; error: MailError }];
   'fell-over': [{ organisation?: string; messageId: string; failed: Attempt[]; route: string }];
   'route-rested': [{ organisation?: string; route: string; until: number; kind: FailureKind; reason: string }];
+  /** A message entered the queue (`duplicate`: its idempotency key was there already). */
+  queued: [{ organisation?: string; id: string; messageId?: string; duplicate: boolean }];
+  /** A queued message failed for now and will be tried again at `runAt`. */
+  retrying: [
+    { organisation?: string; id: string; messageId: string; attempts: number; runAt: number; error: MailError },
+  ];
+  /** A queued message went to the dead-letter state. */
+  dead: [{ organisation?: string; id: string; messageId: string; reason: string; error?: MailError }];
+  /** An attempt's outcome is unknown: the route may have taken the message. */
+  unknown: [{ organisation?: string; id: string; messageId: string; route?: string }];
+  /** Recipients on the suppression list were left out of a send. */
+  suppressed: [{ organisation?: string; messageId: string; recipients: string[] }];
+  /** A route's quota crossed its warning threshold (default 80%). */
+  'quota-warning': [QuotaEvent & { organisation?: string }];
+  /** A route's quota is used up: the route is skipped until `resetAt`. */
+  'quota-exhausted': [QuotaEvent & { organisation?: string }];
 }
 
 interface CachedChain {
@@ -66,6 +112,13 @@ export class Mailer extends EventEmitter<MailerEvents> {
   readonly outbox: Outbox;
   readonly registry: RouteRegistry;
   readonly state: RouteStateStore;
+  /** The queue of `enqueue`, when configured. */
+  readonly queue: QueueStore | undefined;
+  /** The delivery log, when configured. */
+  readonly log: DeliveryLog | undefined;
+  /** The suppression list, when configured. */
+  readonly suppression: SuppressionList | undefined;
+  private readonly engine: DeliveryEngine;
   private readonly chains = new Map<string, CachedChain>();
   private readonly sweeper: NodeJS.Timeout | undefined;
   private readonly maxChains: number;
@@ -81,6 +134,20 @@ export class Mailer extends EventEmitter<MailerEvents> {
     this.outbox = options.outbox ?? createOutbox();
     this.registry = new RouteRegistry(options.factories ?? []);
     this.state = options.state ?? new MemoryRouteState();
+    this.queue = options.queue;
+    this.log = options.log;
+    this.suppression = options.suppression;
+    this.engine = new DeliveryEngine(
+      {
+        prepare: (m) => this.prepare(m),
+        dispatch: (m, o) => this.dispatch(m, o),
+        state: this.state,
+        emitEvent: (name, payload) => (this.emit as (n: string, p: unknown) => boolean)(name, payload),
+      },
+      { queue: options.queue, log: options.log, suppression: options.suppression },
+      options.delivery,
+      options.logging,
+    );
     this.maxChains = options.cache?.maxOrganisations ?? 256;
     this.idleTimeout = options.cache?.idleTimeout ?? 60_000;
     if (this.idleTimeout > 0 && Number.isFinite(this.idleTimeout)) {
@@ -101,18 +168,80 @@ export class Mailer extends EventEmitter<MailerEvents> {
   async send(message: Message | PreparedMessage, options: MailerSendOptions = {}): Promise<Receipt> {
     if (this.closed)
       throw new MailError('the mailer is closed', { kind: 'unavailable', phase: 'validate', code: 'ECLOSED' });
+    return this.engine.sendNow(this.prepare(message), options);
+  }
+
+  /**
+   * Puts a validated message in the queue, durably, and resolves once it is stored; a worker
+   * ({@link startWorker}, here or in another process) sends it through the organisation's chain,
+   * with retries. The same idempotency key (per organisation) is enqueued once.
+   */
+  async enqueue(message: Message | PreparedMessage, options: EnqueueOptions = {}): Promise<EnqueueResult> {
+    if (this.closed)
+      throw new MailError('the mailer is closed', { kind: 'unavailable', phase: 'validate', code: 'ECLOSED' });
+    return this.engine.enqueue(this.prepare(message), options);
+  }
+
+  /** Starts sending queued mail in this process. Several workers (and processes) may share a queue. */
+  startWorker(options: WorkerOptions = {}): Worker {
+    return this.engine.startWorker(options);
+  }
+
+  /** Sends a dead delivery again (same id, idempotency key and Message-ID); a queued one is left as is. */
+  resend(id: string): Promise<EnqueueResult> {
+    return this.engine.resend(id);
+  }
+
+  /** Applies the delivery log's retention now (workers do it every 10 minutes). */
+  pruneLog(): Promise<number> {
+    return this.engine.prune();
+  }
+
+  /** Sends a validated message through the chain (or one named route of it), with events. */
+  private async dispatch(
+    prepared: PreparedMessage,
+    options: MailerSendOptions & { observer?: SendObserver },
+  ): Promise<Receipt> {
     const { organisation } = options;
-    const prepared = this.prepare(message);
     const signal = combineSignals([options.signal], this.options.timeout ?? 60_000);
     try {
-      const transport = await this.transportFor(organisation);
+      let transport = await this.transportFor(organisation);
+      if (options.route !== undefined) {
+        const leaf = findRoute(transport, options.route);
+        if (!leaf)
+          throw new MailError(`the chain of this organisation has no route named ${JSON.stringify(options.route)}`, {
+            kind: 'misconfigured',
+            phase: 'validate',
+            code: 'ENOROUTE',
+          });
+        transport = leaf;
+      }
+      if (!isComposite(transport) && options.observer?.beforeAttempt) {
+        // one route alone: a composite around it records, rests and skips it like any chain's route
+        transport = failover([transport], {
+          state: this.state,
+          stateKey: organisation === undefined ? '' : `${organisation}:`,
+          ...(this.options.rest ? { rest: this.options.rest } : {}),
+        });
+      }
+      const extra = options.observer;
       const receipt = await transport.send(prepared, {
         ...(signal ? { signal } : {}),
         ...(organisation !== undefined ? { organisation } : {}),
         observer: {
-          attempt: (attempt) => this.emit('attempt', { organisation, messageId: prepared.messageId, attempt }),
-          rested: (route, until, error) =>
-            this.emit('route-rested', { organisation, route, until, kind: error.kind, reason: error.message }),
+          attempt: (attempt) => {
+            extra?.attempt?.(attempt);
+            this.emit('attempt', { organisation, messageId: prepared.messageId, attempt });
+          },
+          rested: (route, until, error) => {
+            extra?.rested?.(route, until, error);
+            this.emit('route-rested', { organisation, route, until, kind: error.kind, reason: error.message });
+          },
+          ...(extra?.beforeAttempt ? { beforeAttempt: extra.beforeAttempt } : {}),
+          quota: (event) => {
+            extra?.quota?.(event);
+            this.emit(event.type === 'warning' ? 'quota-warning' : 'quota-exhausted', { ...event, organisation });
+          },
         },
       });
       if (receipt.attempts.length === 0)
@@ -216,7 +345,9 @@ export class Mailer extends EventEmitter<MailerEvents> {
   async close(): Promise<void> {
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    await this.engine.stop();
     await Promise.all([...this.chains.keys()].map((k) => this.evict(k)));
+    await this.options.close?.();
   }
 }
 

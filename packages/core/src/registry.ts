@@ -1,6 +1,7 @@
 import { capture, type Outbox } from './capture.js';
 import { type CompositeOptions, failover, roundRobin } from './composite.js';
 import { RouteConfigError } from './errors.js';
+import { checkQuota, parseQuota, withQuota } from './quota.js';
 import type { RouteStateStore } from './route-state.js';
 import { smtp } from './smtp.js';
 import type { Transport } from './spec.js';
@@ -44,16 +45,25 @@ export interface RouteFactory {
   create(config: RouteConfig, context: RouteContext): Transport;
 }
 
-/** Shows a URL (or a chain of URLs) without passwords or keys, for error messages. */
+const SECRET_PARAM = /(secret|token|key|pass|password|credential|auth)/i;
+
+/**
+ * Shows a URL (or a chain of URLs) without secrets, for error messages: the password of the
+ * user info, a user info that is a key on its own (`sendgrid+api://KEY@default`), and query
+ * parameters named like a secret (`clientSecret`, `refreshToken`, `apiKey`…).
+ */
 export function maskUrl(raw: string): string {
   return raw
     .replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/?#\s]*)@/gi, (_m, scheme: string, userinfo: string) => {
       const colon = userinfo.indexOf(':');
       if (colon >= 0) return `${scheme}${userinfo.slice(0, colon)}:****@`;
-      // a lone userinfo is an API key in some schemes (sendgrid+api://KEY@default)
-      return `${scheme}${userinfo.length > 6 ? '****' : userinfo}@`;
+      // a lone user info is a user name (an address) or, in some schemes, an API key
+      return `${scheme}${/^[^%@]+(%40|@)[^%@]+$/.test(userinfo) ? userinfo : '****'}@`;
     })
-    .replace(/^([^:/@\s]+):([^@\s]*)@/, '$1:****@');
+    .replace(/^([^:/@\s]+):([^@\s/]*)@/, '$1:****@')
+    .replace(/([?&])([^=&\s]+)=([^&\s)]*)/g, (m, sep: string, key: string) =>
+      SECRET_PARAM.test(key) ? `${sep}${key}=****` : m,
+    );
 }
 
 /** Reads a numeric URL/query value; throws a RouteConfigError naming `part`. */
@@ -215,7 +225,11 @@ export class RouteRegistry {
         where,
       );
     }
-    return factory.fromUrl(url);
+    // `quota` is the engine's, valid on every route: taken off before the factory sees the URL
+    const quota = url.searchParams.get('quota');
+    url.searchParams.delete('quota');
+    const config = factory.fromUrl(url);
+    return quota === null ? config : { ...config, quota: parseQuota(quota, where) };
   }
 
   /**
@@ -253,6 +267,8 @@ export class RouteRegistry {
     if (!factory) {
       throw new RouteConfigError('type', `"${config.type}" is not a known route (known: ${this.types().join(', ')})`);
     }
-    return factory.create(config, ctx);
+    if (config.quota === undefined) return factory.create(config, ctx);
+    const { quota, ...rest } = config;
+    return withQuota(factory.create(rest as RouteConfig, ctx), checkQuota(quota), context.state, context.stateKey);
   }
 }

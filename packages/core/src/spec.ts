@@ -1,5 +1,6 @@
 import type { Attempt, FailureKind, MailError } from './errors.js';
 import type { PreparedMessage } from './message.js';
+import type { QuotaEvent } from './quota.js';
 
 /**
  * The version of the route contract. A route declares the version it implements, so that a
@@ -23,6 +24,13 @@ export interface SendObserver {
   attempt?(attempt: Attempt): void;
   /** A route was put to rest until `until` (epoch ms) because of a failure of `kind`. */
   rested?(route: string, until: number, error: MailError): void;
+  /**
+   * Called, and awaited, just before a route's network call: a durable delivery log records the
+   * attempt as in flight here, so a crash during the call leaves an attempt known as unknown.
+   */
+  beforeAttempt?(route: string): void | Promise<void>;
+  /** A route's quota crossed its warning threshold or was used up. */
+  quota?(event: QuotaEvent): void;
 }
 
 /**

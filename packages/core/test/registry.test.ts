@@ -69,3 +69,19 @@ describe('route URLs and data', () => {
     expect(new RouteRegistry([fake]).build('fake://abc', ctx).name).toBe('fake:abc');
   });
 });
+
+describe('maskUrl', () => {
+  it('keeps what identifies a route and hides what would let someone use it', async () => {
+    const { maskUrl } = await import('../src/index.js');
+    expect(maskUrl('smtp://user%40example.org:s3cret@smtp.example.org:587')).toBe(
+      'smtp://user%40example.org:****@smtp.example.org:587',
+    );
+    expect(
+      maskUrl('gmail+api://office%40school.example@default?clientId=abc&clientSecret=s3cret&refreshToken=r3fresh'),
+    ).toBe('gmail+api://office%40school.example@default?clientId=abc&clientSecret=****&refreshToken=****');
+    expect(maskUrl('sendgrid+api://SG.fake-key-value@default')).toBe('sendgrid+api://****@default');
+    expect(maskUrl('failover(smtp://a:p1@h1 smtp://b:p2@h2?proxy=socks5h://u:p3@proxy:1080)')).toBe(
+      'failover(smtp://a:****@h1 smtp://b:****@h2?proxy=socks5h://u:****@proxy:1080)',
+    );
+  });
+});

@@ -56,7 +56,7 @@ describe('workspace shape', () => {
         expect(changesets.some((c) => c.includes(`"${pkg.name}"`))).toBe(true);
       });
 
-      it('runs core\'s conformance suite against a real peer', () => {
+      it("runs core's conformance suite against a real peer", () => {
         const tests = files(join(path, 'test')).map((f) => readFileSync(f, 'utf8'));
         expect(tests.some((t) => t.includes('transportConformance('))).toBe(true);
       });
@@ -65,7 +65,10 @@ describe('workspace shape', () => {
         for (const f of files(join(path, 'src'))) {
           const text = readFileSync(f, 'utf8');
           const siblings = [...text.matchAll(/from '@mailvia\/(transport-[a-z-]+)/g)].map((m) => m[1]);
-          expect(siblings.filter((s) => s !== 'transport-socks'), f).toEqual([]);
+          expect(
+            siblings.filter((s) => s !== 'transport-socks'),
+            f,
+          ).toEqual([]);
         }
       });
     });

@@ -13,3 +13,4 @@ export {
   type TestCertificate,
   testCertificate,
 } from './peers.js';
+export { type StoreConformanceOptions, type StoreSet, storeConformance } from './stores.js';

@@ -1,0 +1,752 @@
+import { randomUUID } from 'node:crypto';
+import { type Attempt, DeliveryError, MailError, RouteConfigError } from './errors.js';
+import type { PreparedMessage } from './message.js';
+import type { RouteStateStore } from './route-state.js';
+import type { Receipt, SendObserver, Transport } from './spec.js';
+import type {
+  AttemptRecord,
+  DeliveryDetails,
+  DeliveryLog,
+  DeliveryRecord,
+  JobOutcome,
+  LoggedContent,
+  QueueJob,
+  QueueStore,
+  SuppressionList,
+} from './stores/types.js';
+
+/** How enqueued mail is retried, and what the delivery log keeps. */
+export interface DeliveryOptions {
+  /** Counted attempts before a message goes to the dead-letter state. @default 8 */
+  maxAttempts?: number;
+  /**
+   * Exponential back-off between counted attempts: `initial * 2^(n-1)`, at most `max`, with
+   * jitter (a random point in the upper half). A `retryAfter` the route gave is a floor.
+   * @default { initial: 5_000, max: 3_600_000 }
+   */
+  backoff?: { initial?: number; max?: number };
+  /**
+   * What to do when an attempt's outcome is unknown (the connection died after the body was
+   * sent, or the worker died during the call): `same-route` retries on that route only, with the
+   * same Message-ID (the provider may de-duplicate; a second copy is possible); `dead` stops
+   * for a person to check (`mailer.resend(id)` then retries).
+   * @default 'same-route'
+   */
+  unknown?: 'same-route' | 'dead';
+  /** How long a `limited` wait lasts when the route said nothing (ms). @default 60_000 */
+  limitedWait?: number;
+  /** Add recipients a route refused permanently to the suppression list. @default true */
+  suppressRefused?: boolean;
+}
+
+/** What the delivery log keeps. */
+export interface DeliveryLogOptions {
+  /** How long records are kept (ms). @default 30 days */
+  retention?: number;
+  /**
+   * How long the message's text and HTML are kept in the log, redacted (ms); 0 keeps none.
+   * Attachments are never logged. @default 0
+   */
+  keepContent?: number;
+  /**
+   * Redacts subjects and content before they are logged. A function replaces the default
+   * redaction; a list adds literal secrets or patterns to it. The default hides query strings
+   * of links (reset tokens) and values after `password:`, `code:`, `token:`, `key:`, `pin:`.
+   */
+  redact?: ((text: string) => string) | readonly (string | RegExp)[];
+}
+
+const DEFAULT_PATTERNS: [RegExp, string][] = [
+  [/(https?:\/\/[^\s?#"'<>]+)[?#][^\s"'<>]*/gi, '$1?[redacted]'],
+  [
+    /\b(password|passwd|passphrase|pass|pwd|pin|code|otp|token|secret|api[ _-]?key|key)(\s*(?:[:=]|\bis\b)\s*)([^\s"'<>]+)/gi,
+    '$1$2[redacted]',
+  ],
+];
+
+/** The redactor of {@link DeliveryLogOptions.redact}. */
+export function makeRedactor(option: DeliveryLogOptions['redact']): (text: string) => string {
+  if (typeof option === 'function') return option;
+  const extra = option ?? [];
+  return (text) => {
+    let out = text;
+    for (const [re, to] of DEFAULT_PATTERNS) out = out.replace(re, to);
+    for (const s of extra) {
+      if (typeof s === 'string') {
+        if (s.length >= 3) out = out.split(s).join('[redacted]');
+      } else out = out.replace(new RegExp(s.source, s.flags.includes('g') ? s.flags : `${s.flags}g`), '[redacted]');
+    }
+    return out;
+  };
+}
+
+/** Options of `mailer.enqueue`. */
+export interface EnqueueOptions {
+  organisation?: string;
+  /** The same key (within an organisation) enqueues once. @default the message's `idempotencyKey` */
+  idempotencyKey?: string;
+  /** Not before this many ms from now. */
+  delay?: number;
+}
+
+/** What `mailer.enqueue` answers. */
+export interface EnqueueResult {
+  /** The delivery id (queue job and delivery log record). */
+  id: string;
+  /** True when the idempotency key was already enqueued: nothing new was added. */
+  duplicate: boolean;
+  /** The Message-ID the delivery carries, when known. */
+  messageId?: string;
+}
+
+/** Options of `mailer.startWorker`. */
+export interface WorkerOptions {
+  /** Messages sent at the same time. @default 4 */
+  concurrency?: number;
+  /** How long a taken message is reserved without news (ms); a dead worker's messages come back after it. @default 30_000 */
+  lease?: number;
+  /** How often an idle worker polls, for polling stores (ms). @default 250 */
+  pollInterval?: number;
+}
+
+/** A running worker. */
+export interface Worker {
+  /** Stops taking messages and waits for the ones being sent. */
+  stop(): Promise<void>;
+}
+
+const COMPOSITE = Symbol.for('mailvia.composite');
+
+/** True for `failover`/`roundRobin` transports. */
+export function isComposite(t: Transport): boolean {
+  return (t as unknown as Record<symbol, unknown>)[COMPOSITE] === true;
+}
+
+/** The route named `name` inside a chain (the chain itself when it has that name). */
+export function findRoute(chain: Transport, name: string): Transport | undefined {
+  if (chain.name === name) return chain;
+  if (!isComposite(chain)) return undefined;
+  for (const r of (chain as unknown as { routes: readonly Transport[] }).routes) {
+    const hit = findRoute(r, name);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+/** What the engine needs of the mailer. */
+export interface EngineHost {
+  prepare(message: PreparedMessage): PreparedMessage;
+  dispatch(
+    message: PreparedMessage,
+    options: { organisation?: string; route?: string; observer?: SendObserver; signal?: AbortSignal },
+  ): Promise<Receipt>;
+  readonly state: RouteStateStore;
+  emitEvent(name: string, payload: unknown): void;
+}
+
+const firstLine = (s: string) => (s.split('\n')[0] ?? s).slice(0, 500);
+
+/** The failure in one line: the cause a chain stopped on, or its last real attempt. */
+function why(error: MailError): string {
+  if (MailError.isInstance(error.cause)) return firstLine(error.cause.message);
+  if (error instanceof DeliveryError) {
+    const last = [...error.attempts].reverse().find((a) => !a.ok && !a.skipped && a.error);
+    if (last) return firstLine(`${last.route}: ${last.error}`);
+  }
+  return firstLine(error.message);
+}
+
+function toMailError(err: unknown): MailError {
+  return MailError.isInstance(err)
+    ? err
+    : new MailError(err instanceof Error ? err.message : String(err), {
+        kind: 'unavailable',
+        phase: 'connect',
+        cause: err,
+      });
+}
+
+/**
+ * The delivery engine behind `mailer.enqueue`, `mailer.startWorker`, `mailer.resend` and the
+ * delivery log of `mailer.send`: every decision about a queued message is made here.
+ */
+export class DeliveryEngine {
+  private readonly redactor: (text: string) => string;
+  private readonly workers = new Set<Worker>();
+
+  constructor(
+    private readonly host: EngineHost,
+    readonly stores: { queue?: QueueStore; log?: DeliveryLog; suppression?: SuppressionList },
+    private readonly policy: DeliveryOptions = {},
+    private readonly logOptions: DeliveryLogOptions = {},
+  ) {
+    this.redactor = makeRedactor(logOptions.redact);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // records
+
+  private content(m: PreparedMessage): LoggedContent | undefined {
+    if (!(this.logOptions.keepContent && this.logOptions.keepContent > 0)) return undefined;
+    return {
+      ...(m.text !== undefined ? { text: this.redactor(m.text) } : {}),
+      ...(m.html !== undefined ? { html: this.redactor(m.html) } : {}),
+      attachments: m.attachments.map((a) => ({
+        ...(a.filename !== undefined ? { filename: a.filename } : {}),
+        ...(a.contentType !== undefined ? { contentType: a.contentType } : {}),
+        ...(a.content !== undefined
+          ? {
+              size:
+                typeof a.content === 'string'
+                  ? Buffer.byteLength(a.content, a.encoding ?? 'utf8')
+                  : a.content.byteLength,
+            }
+          : {}),
+      })),
+    };
+  }
+
+  private newRecord(
+    id: string,
+    m: PreparedMessage,
+    via: 'send' | 'queue',
+    organisation: string | undefined,
+    idempotencyKey: string | undefined,
+  ): DeliveryRecord {
+    const now = Date.now();
+    const content = this.content(m);
+    return {
+      id,
+      messageId: m.messageId,
+      via,
+      status: via === 'queue' ? 'queued' : 'sending',
+      from: m.envelope.from,
+      recipients: m.envelope.to.map((a) => a.toLowerCase()),
+      subject: this.redactor(m.subject),
+      tags: [...m.tags],
+      attempts: 0,
+      unknown: false,
+      createdAt: now,
+      updatedAt: now,
+      ...(organisation !== undefined ? { organisation } : {}),
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      ...(content ? { content } : {}),
+    };
+  }
+
+  /** An observer that writes each attempt to the log: in flight before the call, then its end. */
+  private tracker(deliveryId: string, organisation: string | undefined) {
+    const log = this.stores.log;
+    const current = new Map<string, AttemptRecord>();
+    const writes: Promise<unknown>[] = [];
+    const succeeded: AttemptRecord[] = [];
+    let last: string | undefined;
+    let started = false;
+    const observer: SendObserver = {
+      beforeAttempt: async (route) => {
+        last = route;
+        if (!log) return;
+        const a: AttemptRecord = {
+          id: randomUUID(),
+          deliveryId,
+          route,
+          status: 'in-flight',
+          startedAt: Date.now(),
+          ...(organisation !== undefined ? { organisation } : {}),
+        };
+        current.set(route, a);
+        const first = !started;
+        started = true;
+        await Promise.all([
+          log.putAttempt(a),
+          first ? log.update(deliveryId, { status: 'sending', updatedAt: Date.now() }) : undefined,
+        ]);
+      },
+      attempt: (a: Attempt) => {
+        if (!log) return;
+        const begun = current.get(a.route);
+        current.delete(a.route);
+        const rec: AttemptRecord = {
+          id: begun?.id ?? randomUUID(),
+          deliveryId,
+          route: a.route,
+          status: a.ok ? 'ok' : a.skipped ? 'skipped' : a.kind === 'unknown' ? 'unknown' : 'failed',
+          startedAt: begun?.startedAt ?? a.startedAt,
+          endedAt: a.startedAt + a.durationMs,
+          ...(organisation !== undefined ? { organisation } : {}),
+          ...(a.kind !== undefined ? { kind: a.kind } : {}),
+          ...(a.phase !== undefined ? { phase: a.phase } : {}),
+          ...(a.code !== undefined ? { code: a.code } : {}),
+          ...(a.error !== undefined ? { error: firstLine(this.redactor(a.error)) } : {}),
+        };
+        // the successful attempt is written by settle(), with the receipt's details
+        if (a.ok) succeeded.push(rec);
+        else writes.push(Promise.resolve(log.putAttempt(rec)));
+      },
+    };
+    return {
+      observer,
+      get lastRoute() {
+        return last;
+      },
+      /** Ends attempts the chain did not report (a receipt's details) and waits for the writes. */
+      async settle(receipt?: Receipt): Promise<void> {
+        if (log && receipt) {
+          for (const a of [...succeeded, ...current.values()]) {
+            writes.push(
+              Promise.resolve(
+                log.putAttempt({
+                  ...a,
+                  status: 'ok',
+                  endedAt: a.endedAt ?? Date.now(),
+                  ...(receipt.providerMessageId !== undefined ? { providerMessageId: receipt.providerMessageId } : {}),
+                  ...(receipt.response !== undefined ? { response: firstLine(receipt.response) } : {}),
+                }),
+              ),
+            );
+          }
+          current.clear();
+        }
+        await Promise.all(writes);
+      },
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // suppression
+
+  private async filterSuppressed(
+    organisation: string | undefined,
+    message: PreparedMessage,
+  ): Promise<{ message: PreparedMessage; dropped: string[] }> {
+    const list = this.stores.suppression;
+    if (!list) return { message, dropped: [] };
+    const org = organisation ?? '';
+    const hits = await Promise.all(message.envelope.to.map((a) => list.has(org, a)));
+    const dropped = message.envelope.to.filter((_a, i) => hits[i] !== undefined);
+    if (dropped.length === 0) return { message, dropped };
+    const keep = message.envelope.to.filter((_a, i) => hits[i] === undefined);
+    return { message: { ...message, envelope: { ...message.envelope, to: keep } }, dropped };
+  }
+
+  private async suppress(organisation: string | undefined, error: MailError, deliveryId: string): Promise<void> {
+    const list = this.stores.suppression;
+    if (!list || this.policy.suppressRefused === false || error.kind !== 'refused' || error.phase === 'validate')
+      return;
+    if (error.status !== undefined && error.status < 500) return;
+    await Promise.all(
+      error.recipients.map((address) =>
+        list.add({
+          organisation: organisation ?? '',
+          address: address.toLowerCase(),
+          reason: why(error),
+          source: 'refused',
+          createdAt: Date.now(),
+          deliveryId,
+          ...(error.code !== undefined ? { code: error.code } : {}),
+        }),
+      ),
+    );
+  }
+
+  private suppressedError(dropped: string[]): MailError {
+    return new MailError(`every recipient is on the suppression list (${dropped.join(', ')})`, {
+      kind: 'refused',
+      phase: 'validate',
+      code: 'ESUPPRESSED',
+      recipients: dropped,
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // send now
+
+  /** `mailer.send`: suppression, then the chain, logged when the mailer has a delivery log. */
+  async sendNow(
+    prepared: PreparedMessage,
+    options: { organisation?: string; route?: string; signal?: AbortSignal },
+  ): Promise<Receipt> {
+    const { log } = this.stores;
+    const { organisation } = options;
+    const { message, dropped } = await this.filterSuppressed(organisation, prepared);
+    if (dropped.length)
+      this.host.emitEvent('suppressed', { organisation, messageId: prepared.messageId, recipients: dropped });
+    if (!log) {
+      if (message.envelope.to.length === 0) throw this.suppressedError(dropped);
+      return this.host.dispatch(message, options);
+    }
+    const id = randomUUID();
+    await log.put(this.newRecord(id, prepared, 'send', organisation, prepared.idempotencyKey));
+    if (message.envelope.to.length === 0) {
+      const error = this.suppressedError(dropped);
+      await log.update(id, {
+        status: 'failed',
+        reason: error.message,
+        kind: 'refused',
+        code: 'ESUPPRESSED',
+        updatedAt: Date.now(),
+      });
+      throw error;
+    }
+    const t = this.tracker(id, organisation);
+    try {
+      const receipt = await this.host.dispatch(message, { ...options, observer: t.observer });
+      await Promise.all([t.settle(receipt), log.update(id, this.sentPatch(receipt, 1, false))]);
+      return receipt;
+    } catch (err) {
+      await t.settle();
+      const error = toMailError(err);
+      await this.suppress(organisation, error, id);
+      await log.update(id, {
+        ...this.failurePatch(error, t.lastRoute),
+        status: 'failed',
+        attempts: 1,
+        unknown: error.kind === 'unknown',
+      });
+      throw err;
+    }
+  }
+
+  private sentPatch(receipt: Receipt, attempts: number, unknown: boolean): Partial<DeliveryRecord> {
+    const now = Date.now();
+    return {
+      status: 'sent',
+      route: receipt.route,
+      attempts,
+      unknown,
+      sentAt: now,
+      updatedAt: now,
+      providerMessageId: receipt.providerMessageId,
+      nextAttemptAt: undefined,
+      reason: undefined,
+      kind: undefined,
+      phase: undefined,
+      code: undefined,
+    };
+  }
+
+  private failurePatch(error: MailError, route: string | undefined): Partial<DeliveryRecord> {
+    return {
+      kind: error.kind,
+      phase: error.phase,
+      code: error.code,
+      reason: this.redactor(why(error)),
+      updatedAt: Date.now(),
+      ...(route !== undefined ? { route } : {}),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // queue
+
+  private queue(): QueueStore {
+    const q = this.stores.queue;
+    if (!q)
+      throw new RouteConfigError(
+        'queue',
+        'the mailer has no queue: pass the stores of sqliteStores({ path }), memoryStores() or @mailvia/redis to createMailer',
+      );
+    return q;
+  }
+
+  /** `mailer.enqueue`. */
+  async enqueue(prepared: PreparedMessage, options: EnqueueOptions): Promise<EnqueueResult> {
+    const queue = this.queue();
+    const { organisation } = options;
+    const key = options.idempotencyKey ?? prepared.idempotencyKey;
+    const message =
+      key !== undefined && key !== prepared.idempotencyKey ? { ...prepared, idempotencyKey: key } : prepared;
+    const id = randomUUID();
+    const r = await queue.add({
+      id,
+      message,
+      ...(organisation !== undefined ? { organisation } : {}),
+      ...(key !== undefined ? { idempotencyKey: key } : {}),
+      ...(options.delay !== undefined && options.delay > 0 ? { runAt: Date.now() + options.delay } : {}),
+    });
+    if (r.created) {
+      await this.stores.log?.put(this.newRecord(r.id, message, 'queue', organisation, key));
+      this.host.emitEvent('queued', { organisation, id: r.id, messageId: message.messageId, duplicate: false });
+      return { id: r.id, duplicate: false, messageId: message.messageId };
+    }
+    const known = (await this.stores.log?.get(r.id))?.messageId ?? (await queue.get(r.id))?.message?.messageId;
+    this.host.emitEvent('queued', { organisation, id: r.id, messageId: known, duplicate: true });
+    return { id: r.id, duplicate: true, ...(known !== undefined ? { messageId: known } : {}) };
+  }
+
+  /** `mailer.startWorker`. */
+  startWorker(options: WorkerOptions = {}): Worker {
+    const queue = this.queue();
+    const consumer = queue.process((job) => this.handle(job), options);
+    const prune = setInterval(() => void this.prune().catch(() => {}), 600_000);
+    prune.unref?.();
+    const worker: Worker = {
+      stop: async () => {
+        clearInterval(prune);
+        this.workers.delete(worker);
+        await consumer.stop();
+      },
+    };
+    this.workers.add(worker);
+    return worker;
+  }
+
+  /** Applies the log's retention. */
+  async prune(): Promise<number> {
+    const log = this.stores.log;
+    if (!log) return 0;
+    const now = Date.now();
+    return log.prune({
+      recordsBefore: now - (this.logOptions.retention ?? 30 * 86_400_000),
+      contentBefore: now - (this.logOptions.keepContent ?? 0),
+    });
+  }
+
+  private backoff(attempts: number, floor = 0): number {
+    const initial = this.policy.backoff?.initial ?? 5_000;
+    const max = this.policy.backoff?.max ?? 3_600_000;
+    const base = Math.min(max, initial * 2 ** Math.max(0, attempts - 1));
+    return Math.max(floor, Math.round(base / 2 + (Math.random() * base) / 2));
+  }
+
+  /** Decides about one queued message: the worker's whole policy. */
+  async handle(job: QueueJob): Promise<JobOutcome> {
+    const { log } = this.stores;
+    const { organisation } = job;
+    let details: DeliveryDetails | undefined = log ? await log.get(job.id) : undefined;
+    if (log && !details) {
+      const rec = this.newRecord(job.id, job.message, 'queue', organisation, job.idempotencyKey);
+      await log.put(rec);
+      details = { ...rec, history: [] };
+    }
+    // a worker that died after the send but before the queue heard of it
+    if (details?.status === 'sent') return { status: 'sent' };
+    const took = details?.history.find((a) => a.status === 'ok');
+    if (log && took) {
+      await log.update(job.id, {
+        status: 'sent',
+        route: took.route,
+        sentAt: took.endedAt ?? Date.now(),
+        updatedAt: Date.now(),
+        ...(took.providerMessageId !== undefined ? { providerMessageId: took.providerMessageId } : {}),
+      });
+      return { status: 'sent' };
+    }
+    let attempts = job.attempts;
+    let route = job.route;
+    let unknown = details?.unknown ?? false;
+    const maxAttempts = this.policy.maxAttempts ?? 8;
+    const stale = details?.history.filter((a) => a.status === 'in-flight') ?? [];
+    if (log && stale.length) {
+      const now = Date.now();
+      await Promise.all(
+        stale.map((a) =>
+          log.putAttempt({
+            ...a,
+            status: 'unknown',
+            kind: 'unknown',
+            error: 'the worker stopped during this attempt: the route may have taken the message',
+            endedAt: now,
+          }),
+        ),
+      );
+      attempts++;
+      route = stale.at(-1)!.route;
+      unknown = true;
+      this.host.emitEvent('unknown', { organisation, id: job.id, messageId: job.message.messageId, route });
+      const why = `the outcome of an attempt on ${route} is unknown (its worker stopped during the call)`;
+      if (this.policy.unknown === 'dead') return this.dead(job, attempts, unknown, `${why}; not retried (policy)`);
+    }
+    if (attempts >= maxAttempts)
+      return this.dead(job, attempts, unknown, `${attempts} attempts made; the last one's outcome is unknown`);
+
+    const { message, dropped } = await this.filterSuppressed(organisation, job.message);
+    if (dropped.length)
+      this.host.emitEvent('suppressed', { organisation, messageId: job.message.messageId, recipients: dropped });
+    if (message.envelope.to.length === 0)
+      return this.dead(job, attempts, unknown, this.suppressedError(dropped).message, this.suppressedError(dropped));
+
+    const t = this.tracker(job.id, organisation);
+    try {
+      const receipt = await this.host.dispatch(message, {
+        ...(organisation !== undefined ? { organisation } : {}),
+        ...(route !== undefined ? { route } : {}),
+        observer: t.observer,
+      });
+      // the attempt and the record in one commit (SQLite batches writes of one turn)
+      await Promise.all([t.settle(receipt), log?.update(job.id, this.sentPatch(receipt, attempts + 1, unknown))]);
+      return { status: 'sent' };
+    } catch (err) {
+      await t.settle();
+      return this.failed(job, toMailError(err), attempts, route, unknown, t.lastRoute);
+    }
+  }
+
+  private async failed(
+    job: QueueJob,
+    error: MailError,
+    attempts: number,
+    route: string | undefined,
+    unknown: boolean,
+    lastRoute: string | undefined,
+  ): Promise<JobOutcome> {
+    const now = Date.now();
+    const maxAttempts = this.policy.maxAttempts ?? 8;
+    const list: readonly Attempt[] = error instanceof DeliveryError ? error.attempts : [];
+    const networked = list.filter((a) => !a.skipped);
+    if (error.code === 'ENOROUTE') return this.dead(job, attempts, unknown, firstLine(error.message), error, lastRoute);
+    if (error.kind === 'refused') {
+      await this.suppress(job.organisation, error, job.id);
+      return this.dead(job, attempts + 1, unknown, `refused: ${why(error)}`, error, lastRoute);
+    }
+    if (error.kind === 'limited') {
+      // every route is limited: wait for the earliest reset, without using up an attempt
+      const wait = error.retryAfter ?? this.policy.limitedWait ?? 60_000;
+      return this.retry(job, error, now + Math.max(250, wait), attempts, route, unknown, lastRoute);
+    }
+    if (list.length > 0 && networked.length === 0) {
+      // every route rests: no network call was made; wait for the first rest to end, uncounted
+      const ends = await Promise.all(
+        list.map(
+          async (a) =>
+            (await this.host.state.get(`${job.organisation === undefined ? '' : `${job.organisation}:`}${a.route}`))
+              ?.until,
+        ),
+      );
+      const until = Math.min(...ends.filter((x): x is number => x !== undefined && x > now), now + 60_000);
+      return this.retry(job, error, until + 50, attempts, route, unknown, lastRoute);
+    }
+    attempts++;
+    if (error.kind === 'unknown') {
+      const at = [...list].reverse().find((a) => a.kind === 'unknown')?.route ?? error.route ?? lastRoute;
+      route = at ?? route;
+      unknown = true;
+      this.host.emitEvent('unknown', {
+        organisation: job.organisation,
+        id: job.id,
+        messageId: job.message.messageId,
+        route,
+      });
+      if (this.policy.unknown === 'dead')
+        return this.dead(
+          job,
+          attempts,
+          unknown,
+          `the outcome on ${route} is unknown; not retried (policy)`,
+          error,
+          lastRoute,
+        );
+    }
+    if (attempts >= maxAttempts)
+      return this.dead(
+        job,
+        attempts,
+        unknown,
+        `gave up after ${attempts} attempts: ${why(error)}`,
+        error,
+        lastRoute,
+      );
+    return this.retry(
+      job,
+      error,
+      now + this.backoff(attempts, error.retryAfter ?? 0),
+      attempts,
+      route,
+      unknown,
+      lastRoute,
+    );
+  }
+
+  private async retry(
+    job: QueueJob,
+    error: MailError,
+    runAt: number,
+    attempts: number,
+    route: string | undefined,
+    unknown: boolean,
+    lastRoute: string | undefined,
+  ): Promise<JobOutcome> {
+    await this.stores.log?.update(job.id, {
+      ...this.failurePatch(error, lastRoute),
+      status: 'queued',
+      attempts,
+      unknown,
+      nextAttemptAt: runAt,
+    });
+    this.host.emitEvent('retrying', {
+      organisation: job.organisation,
+      id: job.id,
+      messageId: job.message.messageId,
+      attempts,
+      runAt,
+      error,
+    });
+    return { status: 'retry', runAt, attempts, ...(route !== undefined ? { route } : {}) };
+  }
+
+  private async dead(
+    job: QueueJob,
+    attempts: number,
+    unknown: boolean,
+    reason: string,
+    error?: MailError,
+    lastRoute?: string,
+  ): Promise<JobOutcome> {
+    await this.stores.log?.update(job.id, {
+      ...(error ? this.failurePatch(error, lastRoute) : { updatedAt: Date.now() }),
+      status: 'dead',
+      reason: this.redactor(reason),
+      attempts,
+      unknown,
+      nextAttemptAt: undefined,
+    });
+    this.host.emitEvent('dead', {
+      organisation: job.organisation,
+      id: job.id,
+      messageId: job.message.messageId,
+      reason,
+      ...(error ? { error } : {}),
+    });
+    return { status: 'dead', reason };
+  }
+
+  /**
+   * `mailer.resend`: a dead delivery goes back to the queue under the same id, idempotency key
+   * and Message-ID (two concurrent resends send once); a queued one is left as it is.
+   */
+  async resend(id: string): Promise<EnqueueResult> {
+    const queue = this.queue();
+    const job = await queue.get(id);
+    if (!job) {
+      throw new MailError(
+        `delivery ${id} is not in the queue (a direct send, or pruned): only queued deliveries can be resent`,
+        { kind: 'refused', phase: 'validate', code: 'ENOTFOUND' },
+      );
+    }
+    if (job.state === 'sent') {
+      throw new MailError(`delivery ${id} was sent already; enqueue the message again to send another copy`, {
+        kind: 'refused',
+        phase: 'validate',
+        code: 'EALREADYSENT',
+      });
+    }
+    const messageId = job.message?.messageId;
+    if (job.state === 'dead' && (await queue.revive(id))) {
+      await this.stores.log?.update(id, {
+        status: 'queued',
+        attempts: 0,
+        nextAttemptAt: Date.now(),
+        reason: undefined,
+        updatedAt: Date.now(),
+      });
+      this.host.emitEvent('queued', { organisation: job.organisation, id, messageId, duplicate: false });
+      return { id, duplicate: false, ...(messageId !== undefined ? { messageId } : {}) };
+    }
+    return { id, duplicate: true, ...(messageId !== undefined ? { messageId } : {}) };
+  }
+
+  /** Stops every worker. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.workers].map((w) => w.stop()));
+  }
+}

@@ -1,0 +1,147 @@
+import { MailError, RouteConfigError } from './errors.js';
+import type { PreparedMessage } from './message.js';
+import type { QuotaWindow, RouteStateStore } from './route-state.js';
+import type { Receipt, SendOptions, Transport } from './spec.js';
+
+/**
+ * The sending quota of a route, as route data carries it:
+ * `{ type: 'smtp', host: 'smtp.gmail.com', …, quota: { rolling24h: 500 } }`, or in a URL:
+ * `smtp://…@smtp.gmail.com:587?quota=500/24h` (`500/day`, `100/h`, `10/min`, `5/s`, comma-separated).
+ *
+ * Counted per organisation and route in the mailer's route state store (shared across
+ * instances with Redis), one unit per attempt, before the network call. When a window is used
+ * up the route fails `limited` without a network call and rests until the window frees a unit.
+ */
+export interface RouteQuota {
+  /** Sends per second (a fixed one-second window). */
+  perSecond?: number;
+  /** Sends per minute (fixed window). */
+  perMinute?: number;
+  /** Sends per hour (fixed window). */
+  perHour?: number;
+  /** Sends per calendar day, reset at 00:00 UTC (SendGrid's free plan). */
+  perDay?: number;
+  /** Sends in any 24 hours (Gmail's 500, SES's 24-hour quota). */
+  rolling24h?: number;
+  /** Share of a window's limit at which a `quota-warning` event fires (once per window). @default 0.8 */
+  warnAt?: number;
+}
+
+/** A quota crossed its warning threshold, or its last unit was used. */
+export interface QuotaEvent {
+  type: 'warning' | 'exhausted';
+  /** The route's name. */
+  route: string;
+  /** Which limit: `perSecond`, `perMinute`, `perHour`, `perDay` or `rolling24h`. */
+  window: keyof Omit<RouteQuota, 'warnAt'>;
+  used: number;
+  limit: number;
+  /** Epoch ms when a unit frees up. */
+  resetAt: number;
+}
+
+const WINDOWS: { field: QuotaEvent['window']; window: QuotaWindow; quota: boolean; unit: string }[] = [
+  { field: 'perSecond', window: { type: 'fixed', ms: 1000 }, quota: false, unit: 'second' },
+  { field: 'perMinute', window: { type: 'fixed', ms: 60_000 }, quota: false, unit: 'minute' },
+  { field: 'perHour', window: { type: 'fixed', ms: 3_600_000 }, quota: true, unit: 'hour' },
+  { field: 'perDay', window: { type: 'fixed', ms: 86_400_000 }, quota: true, unit: 'day (UTC)' },
+  { field: 'rolling24h', window: { type: 'rolling', ms: 86_400_000 }, quota: true, unit: '24 hours' },
+];
+
+const UNITS: Record<string, QuotaEvent['window']> = {
+  s: 'perSecond',
+  sec: 'perSecond',
+  second: 'perSecond',
+  min: 'perMinute',
+  minute: 'perMinute',
+  h: 'perHour',
+  hour: 'perHour',
+  day: 'perDay',
+  d: 'perDay',
+  '24h': 'rolling24h',
+};
+
+/** Parses `500/day,10/s` (the `quota` URL parameter). */
+export function parseQuota(text: string, where?: string): RouteQuota {
+  const out: RouteQuota = {};
+  for (const part of text.split(',')) {
+    const m = /^\s*(\d+)\s*\/\s*([a-z0-9]+)\s*$/i.exec(part);
+    const field = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+    if (!m || !field)
+      throw new RouteConfigError(
+        'query.quota',
+        `${JSON.stringify(part)} is not a quota (e.g. 500/day, 500/24h, 100/h, 10/min, 5/s)`,
+        where,
+      );
+    out[field] = Number(m[1]);
+  }
+  return out;
+}
+
+/** Checks route data's `quota` field. */
+export function checkQuota(value: unknown, where?: string): RouteQuota {
+  if (typeof value === 'string') return parseQuota(value, where);
+  if (typeof value !== 'object' || value === null) throw new RouteConfigError('quota', 'must be an object', where);
+  const q = value as Record<string, unknown>;
+  for (const [k, v] of Object.entries(q)) {
+    if (k === 'warnAt') {
+      if (typeof v !== 'number' || !(v > 0 && v <= 1))
+        throw new RouteConfigError('quota.warnAt', 'must be in (0, 1]', where);
+    } else if (!WINDOWS.some((w) => w.field === k)) {
+      throw new RouteConfigError(
+        `quota.${k}`,
+        `unknown limit (known: ${WINDOWS.map((w) => w.field).join(', ')}, warnAt)`,
+        where,
+      );
+    } else if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+      throw new RouteConfigError(`quota.${k}`, 'must be a whole number', where);
+    }
+  }
+  return q as RouteQuota;
+}
+
+/**
+ * Wraps a route so that its quota is counted in `state` before each attempt. A used-up window
+ * raises `limited` (with `quota` for hours and days, and `retryAfter` until a unit frees up)
+ * without a network call; the composite then rests the route until then.
+ */
+export function withQuota(route: Transport, quota: RouteQuota, state: RouteStateStore, stateKey: string): Transport {
+  const windows = WINDOWS.filter((w) => quota[w.field] !== undefined);
+  const warnAt = quota.warnAt ?? 0.8;
+  const wrapped: Transport = {
+    specificationVersion: 'v1',
+    name: route.name,
+    async send(message: PreparedMessage, options: SendOptions = {}): Promise<Receipt> {
+      for (const w of windows) {
+        const limit = quota[w.field]!;
+        const usage = await state.consume(`quota:${stateKey}${route.name}`, w.window, limit);
+        const event = { route: route.name, window: w.field, used: usage.used, limit, resetAt: usage.resetAt };
+        if (!usage.allowed) {
+          throw new MailError(
+            `${route.name}: its quota of ${limit} per ${w.unit} is used up (${usage.used} counted); a send is possible again at ${new Date(usage.resetAt).toISOString()}`,
+            {
+              kind: 'limited',
+              phase: 'connect',
+              route: route.name,
+              code: 'EQUOTA',
+              quota: w.quota,
+              retryAfter: Math.max(0, usage.resetAt - Date.now()),
+              rule: 'mailvia.quota',
+            },
+          );
+        }
+        const threshold = Math.max(1, Math.ceil(limit * warnAt));
+        if (usage.used >= threshold && usage.used - 1 < threshold && usage.used < limit)
+          options.observer?.quota?.({ type: 'warning', ...event });
+        if (usage.used === limit) {
+          if (threshold >= limit) options.observer?.quota?.({ type: 'warning', ...event });
+          options.observer?.quota?.({ type: 'exhausted', ...event });
+        }
+      }
+      return route.send(message, options);
+    },
+  };
+  if (route.verify) wrapped.verify = (o) => route.verify!(o);
+  if (route.close) wrapped.close = () => route.close!();
+  return wrapped;
+}
