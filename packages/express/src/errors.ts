@@ -11,6 +11,7 @@ export const HTTP_ERROR_CODES = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  conflict: 409,
   bad_request: 400,
   invalid_message: 422,
   unknown_organisation: 404,

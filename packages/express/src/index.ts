@@ -1,4 +1,12 @@
 export {
+  type AdminAction,
+  type AdminMailer,
+  type AdminRequestInfo,
+  type MailviaAdminOptions,
+  mailviaAdmin,
+  type RouteHealth,
+} from './admin.js';
+export {
   ERROR_HELP_URL,
   HTTP_ERROR_CODES,
   type HttpErrorBody,
@@ -11,6 +19,7 @@ export {
   createMailHandle,
   type MailHandle,
   type MailHandleEnqueueOptions,
+  type MailHandleEnqueueResult,
   type MailHandleSendOptions,
   type MailviaOptions,
   mailvia,
@@ -47,6 +56,7 @@ export {
   type WebhookContext,
   type WebhookRefusalInfo,
 } from './webhooks/router.js';
+export { defaultSuppress, type WebhookStores } from './webhooks/stores.js';
 export {
   type ProviderEvent,
   type VerifiedWebhook,

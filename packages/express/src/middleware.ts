@@ -12,11 +12,11 @@ export interface MailHandleSendOptions {
   signal?: AbortSignal;
 }
 
-/** Options of one enqueue through the handle (the organisation is already bound). */
-export interface MailHandleEnqueueOptions {
-  idempotencyKey?: string;
-  [option: string]: unknown;
-}
+/** Options of one enqueue through the handle: `mailer.enqueue`'s, the organisation already bound. */
+export type MailHandleEnqueueOptions = Omit<NonNullable<Parameters<Mailer['enqueue']>[1]>, 'organisation'>;
+
+/** What `enqueue` resolves with: the delivery id (`mailer.enqueue`'s result). */
+export type MailHandleEnqueueResult = Awaited<ReturnType<Mailer['enqueue']>>;
 
 /**
  * What `req.mail` holds: `send` and `enqueue` bound to the request's organisation. When the request
@@ -28,7 +28,7 @@ export interface MailHandle {
   /** Sends now through the organisation's routes (`mailer.send(message, { organisation })`). */
   send(message: Message | PreparedMessage, options?: MailHandleSendOptions): Promise<Receipt>;
   /** Queues the message for the organisation (`mailer.enqueue(message, { organisation })`). */
-  enqueue(message: Message | PreparedMessage, options?: MailHandleEnqueueOptions): Promise<unknown>;
+  enqueue(message: Message | PreparedMessage, options?: MailHandleEnqueueOptions): Promise<MailHandleEnqueueResult>;
 }
 
 /** Options of {@link mailvia}. */
@@ -45,10 +45,6 @@ export interface MailviaOptions {
   property?: string;
 }
 
-interface MailerWithQueue {
-  enqueue?: (message: Message | PreparedMessage, options: Record<string, unknown>) => Promise<unknown>;
-}
-
 /** Builds the handle of one organisation (exported for tests and for code outside Express). */
 export function createMailHandle(mailer: Mailer, organisation: string | undefined): MailHandle {
   return {
@@ -59,11 +55,7 @@ export function createMailHandle(mailer: Mailer, organisation: string | undefine
     },
     async enqueue(message, options = {}) {
       if (organisation === undefined) throw new NoOrganisationError();
-      const enqueue = (mailer as unknown as MailerWithQueue).enqueue;
-      if (typeof enqueue !== 'function') {
-        throw new MailviaSetupError('mailer', 'this mailer has no queue (mailer.enqueue is missing)');
-      }
-      return enqueue.call(mailer, message, { ...options, organisation });
+      return mailer.enqueue(message, { ...options, organisation });
     },
   };
 }

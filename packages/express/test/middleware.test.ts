@@ -1,4 +1,4 @@
-import { createMailer, MailError, type Mailer, type RouteConfig } from '@mailvia/core';
+import { createMailer, MailError, type Mailer, memoryStores, type RouteConfig } from '@mailvia/core';
 import { type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
 import type { NextFunction, Request, Response } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +15,7 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
   let sink: SmtpSink;
   let mailer: Mailer;
   let server: Served;
+  let worker: { stop(): Promise<void> };
 
   beforeAll(async () => {
     sink = await startSmtpSink({ users: USERS });
@@ -29,7 +30,9 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
       organisations: async (id) => (id === 'school-a' || id === 'school-b' ? [route(id)] : undefined),
       // The platform's own account: a request without an organisation must never use it.
       routes: [route('platform-default')],
+      ...memoryStores(),
     });
+    worker = mailer.startWorker({ pollInterval: 25 });
     const app = express();
     app.use(express.json());
     app.use(
@@ -56,8 +59,11 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
     });
     app.post('/queue', async (req: Request, res: Response, next: NextFunction) => {
       try {
-        await req.mail.enqueue({ from: 'office@school.example', to: 'x@example.org', subject: 's', text: 't' });
-        res.sendStatus(202);
+        const queued = await req.mail.enqueue(
+          { from: 'office@school.example', to: 'queued@example.org', subject: 'Queued', text: 'Later.' },
+          { idempotencyKey: req.get('idempotency-key') },
+        );
+        res.status(202).json(queued);
       } catch (err) {
         next(err);
       }
@@ -69,6 +75,7 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
     server = await serve(app);
   });
   afterAll(async () => {
+    await worker?.stop();
     await server?.close();
     await mailer?.close();
     await sink?.close();
@@ -91,6 +98,22 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
     expect(byRcpt['parent.a@example.org']).toMatchObject({ user: 'school-a', pass: USERS['school-a'], secure: true });
     expect(byRcpt['parent.a@example.org']!.parsed.subject).toBe('Welcome from school-a');
     expect(byRcpt['parent.b@example.org']).toMatchObject({ user: 'school-b', pass: USERS['school-b'] });
+  });
+
+  it("enqueues for the request's organisation, once per idempotency key", async () => {
+    const n = sink.received.length;
+    const post = () =>
+      fetch(`${server.url}/queue`, {
+        method: 'POST',
+        headers: { 'x-organisation': 'school-b', 'idempotency-key': 'k-1' },
+      });
+    const first = await json(await post());
+    const second = await json(await post());
+    expect(second).toMatchObject({ id: first.id, duplicate: true });
+    const [mail] = (await sink.waitFor(n + 1)).slice(n);
+    expect(mail).toMatchObject({ user: 'school-b', to: ['queued@example.org'] });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sink.received.length).toBe(n + 1);
   });
 
   it('refuses to send for a request without an organisation, never with the default account', async () => {

@@ -1,4 +1,5 @@
 import { createHmac, createSign, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createMailer, memoryStores } from '@mailvia/core';
 import { testCertificate } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -562,3 +563,83 @@ it('cannot be created without providers or secrets', () => {
   expect(() => mailviaWebhooks({ providers: [], secrets: () => 'x' })).toThrow(/providers/);
   expect(() => mailviaWebhooks({ providers: [mailgunWebhook()] } as never)).toThrow(/secrets/);
 });
+
+describe.each(EXPRESS_VERSIONS)(
+  'provider events feed the delivery log and the suppression list on $name',
+  ({ express }) => {
+    it('records a bounce on its delivery, suppresses hard bounces and complaints, not deliveries', async () => {
+      const stores = memoryStores();
+      const mailer = createMailer({ mode: 'development', ...stores });
+      const events: WebhookEvent[] = [];
+      const app = express();
+      app.use(
+        '/webhooks',
+        mailviaWebhooks({
+          providers: [sendgridWebhook(), mailgunWebhook()],
+          secrets: ({ provider }) => (provider === 'sendgrid' ? sgA.publicKey : MG_KEY_A),
+          mailer,
+          onEvents: (e) => {
+            events.push(...e);
+          },
+        }),
+      );
+      const s = await serve(app);
+      try {
+        const receipt = await mailer.send(
+          {
+            from: 'office@school-a.example',
+            to: ['parent@example.org', 'other@example.org'],
+            subject: 'Trip',
+            text: 'Friday.',
+          },
+          { organisation: 'school-a' },
+        );
+        const [record] = await stores.log.query({ organisation: 'school-a' });
+        expect(record!.messageId).toBe(receipt.messageId);
+
+        // SendGrid reports a hard bounce of that message for one recipient, and a delivery for the other.
+        const body = JSON.stringify([
+          { ...sgExamples.first_example_by_event.bounce, email: 'Parent@example.org', 'smtp-id': receipt.messageId },
+          { ...sgExamples.first_example_by_event.delivered, email: 'other@example.org', 'smtp-id': receipt.messageId },
+        ]);
+        const ts = String(Math.floor(Date.now() / 1000));
+        const res = await fetch(`${s.url}/webhooks/sendgrid/school-a`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            ...{
+              'X-Twilio-Email-Event-Webhook-Signature': signSendgrid(sgA.privateKey, ts, body),
+              'X-Twilio-Email-Event-Webhook-Timestamp': ts,
+            },
+          },
+          body,
+        });
+        expect(res.status, await res.clone().text()).toBe(200);
+        expect(events.map((e) => [e.type, e.deliveryId])).toEqual([
+          ['bounced', record!.id],
+          ['delivered', record!.id],
+        ]);
+        const updated = await stores.log.get(record!.id);
+        expect(updated).toMatchObject({ status: 'sent', kind: 'refused', code: '5.0.0' });
+        expect(updated!.reason).toMatch(/^sendgrid reported bounced \(permanent\): 500 unknown recipient/);
+        expect(await stores.suppression.has('school-a', 'parent@example.org')).toMatchObject({ source: 'refused' });
+        expect(await stores.suppression.has('school-a', 'other@example.org')).toBeUndefined();
+        expect(await stores.suppression.has('school-b', 'parent@example.org')).toBeUndefined();
+
+        // A Mailgun complaint (from its documentation) suppresses its recipient too.
+        const complained = await fetch(`${s.url}/webhooks/mailgun/school-a`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: mailgunBody(mailgunDocEvent('Complained')),
+        });
+        expect(complained.status).toBe(200);
+        expect(await stores.suppression.has('school-a', 'foo@example.com')).toMatchObject({
+          reason: expect.stringMatching(/complained/),
+        });
+      } finally {
+        await s.close();
+        await mailer.close();
+      }
+    });
+  },
+);

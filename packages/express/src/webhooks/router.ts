@@ -3,6 +3,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import { MailviaHttpError, MailviaSetupError } from '../errors.js';
 import { bodyConsumed, fail, match, pathSegments, readBody, sendJson } from '../http.js';
 import { MemoryReplayStore, type ReplayStore } from './replay.js';
+import { defaultSuppress, feedStores, type WebhookStores } from './stores.js';
 import type { VerifiedWebhook, WebhookEvent, WebhookVerifier } from './types.js';
 
 type MaybePromise<T> = T | Promise<T>;
@@ -38,6 +39,14 @@ export interface MailviaWebhooksOptions {
    * and that delivery is not counted as a replay.
    */
   onEvents?: (events: WebhookEvent[], context: WebhookContext) => MaybePromise<void>;
+  /**
+   * The mailer (or its stores): each event is matched to its delivery in the delivery log
+   * (recording a bounce, rejection or complaint there), and `suppress` decides which events put
+   * the recipient on the organisation's suppression list.
+   */
+  mailer?: WebhookStores;
+  /** Which events suppress the recipient. @default a permanent bounce, a complaint, an unsubscribe */
+  suppress?: (event: WebhookEvent) => boolean;
   /** Told about each refused request (forged, stale, replayed, unknown organisation). */
   onRefused?: (info: WebhookRefusalInfo) => void;
   /** Seconds a signed request stays acceptable (a verifier may set its own). @default 300 */
@@ -187,6 +196,7 @@ export function mailviaWebhooks(options: MailviaWebhooksOptions): RequestHandler
     try {
       const extra = verified.afterAccept ? await verified.afterAccept() : undefined;
       const events: WebhookEvent[] = verified.events.map((e) => ({ ...e, provider, organisation }));
+      if (options.mailer) await feedStores(events, options.mailer, options.suppress ?? defaultSuppress);
       if (events.length && options.onEvents) await options.onEvents(events, context);
       sendJson(res, 200, { received: events.length, ...(extra ?? {}) });
     } catch (err) {

@@ -55,12 +55,14 @@ export interface WebhookEvent {
   url?: string;
   /** Tags / categories of the message, when the provider echoes them. */
   tags?: string[];
+  /** The delivery log's id of the message, when the receiver found it there. */
+  deliveryId?: string;
   /** The provider's event, as received. */
   raw: unknown;
 }
 
 /** An event as a verifier makes it (the router adds provider and organisation). */
-export type ProviderEvent = Omit<WebhookEvent, 'provider' | 'organisation'>;
+export type ProviderEvent = Omit<WebhookEvent, 'provider' | 'organisation' | 'deliveryId'>;
 
 /** What a verifier is given. */
 export interface WebhookRequest {
