@@ -73,14 +73,32 @@ export interface RouteHealth {
   status: 'ok' | 'resting' | 'failing' | 'unchecked';
   verify?: { ok: boolean; durationMs: number; kind?: FailureKind; error?: string };
   resting?: { until: string; kind: FailureKind; reason: string };
-  /** Usage of the route's quota windows, when the route has a quota and the mailer exposes it. */
-  quota?: { window: string; used: number; limit: number; left: number; resetAt: string }[];
+  /**
+   * Usage of the route's quota windows, when known: read from the route when it exposes
+   * `quotaUsage()`, else the last `quota-warning` / `quota-exhausted` event of the mailer for this
+   * route (`asOf` says when; the count may have grown since).
+   */
+  quota?: { window: string; used: number; limit: number; left: number; resetAt: string; asOf?: string }[];
   /** The kind of the last failure known for this route (resting state, delivery log). */
   lastErrorKind?: FailureKind;
 }
 
 interface QuotaReadable {
   quotaUsage?: () => MaybePromise<{ window: string; used: number; limit: number; resetAt: number }[]>;
+}
+
+interface QuotaEventLike {
+  organisation?: string;
+  route: string;
+  window: string;
+  used: number;
+  limit: number;
+  resetAt: number;
+}
+
+interface QuotaSeen extends QuotaEventLike {
+  organisation: string;
+  at: number;
 }
 
 function leaves(t: Transport, position: number[] = []): { route: Transport; position: number[] }[] {
@@ -143,6 +161,20 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
   const { mailer, authorize } = options;
   if (!mailer || typeof mailer.send !== 'function') throw new MailviaSetupError('mailer', 'is required');
   const verifyTimeout = options.verifyTimeout ?? 10_000;
+
+  // The last quota event per organisation, route and window (the mailer tells them as they happen).
+  const quotaSeen = new Map<string, QuotaSeen>();
+  const onQuota = (e: QuotaEventLike) => {
+    if (typeof e.route !== 'string') return;
+    const organisation = e.organisation ?? '';
+    quotaSeen.set(`${organisation}\u0000${e.route}\u0000${e.window}`, { ...e, organisation, at: Date.now() });
+    if (quotaSeen.size > 10_000) quotaSeen.delete(quotaSeen.keys().next().value as string);
+  };
+  const emitter = mailer as unknown as { on?: (event: string, listener: (e: QuotaEventLike) => void) => unknown };
+  if (typeof emitter.on === 'function') {
+    emitter.on('quota-warning', onQuota);
+    emitter.on('quota-exhausted', onQuota);
+  }
 
   const log = (): DeliveryLog => {
     if (!mailer.log) {
@@ -207,6 +239,20 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
             left: Math.max(0, u.limit - u.used),
             resetAt: new Date(u.resetAt).toISOString(),
           }));
+        } else {
+          const seen = [...quotaSeen.values()].filter(
+            (q) => q.organisation === organisation && q.route === route.name && q.resetAt > now,
+          );
+          if (seen.length) {
+            h.quota = seen.map((q) => ({
+              window: q.window,
+              used: q.used,
+              limit: q.limit,
+              left: Math.max(0, q.limit - q.used),
+              resetAt: new Date(q.resetAt).toISOString(),
+              asOf: new Date(q.at).toISOString(),
+            }));
+          }
         }
         if (verify && route.verify) {
           const started = Date.now();
