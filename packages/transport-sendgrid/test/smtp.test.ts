@@ -187,7 +187,7 @@ describe('sendgrid+smtp URLs', () => {
       registry.parse(`sendgrid+smtp://${KEY}@default?tls=off`);
     } catch (e) {
       expect((e as Error).message).not.toContain(KEY);
-      expect((e as Error).message).toContain('****@default');
+      expect((e as Error).message).toContain('sendgrid+smtp://****@default');
     }
     expect(() => registry.parse('sendgrid+smtp://smtp.sendgrid.net')).toThrow(/apiKey: is missing/);
     expect(() => registry.build({ type: 'sendgrid+smtp', apiKey: KEY, port: 'x' }, context)).toThrow(/port/);
