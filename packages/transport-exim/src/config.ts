@@ -31,7 +31,10 @@ export interface EximRouteOptions {
   socketTimeout?: number;
   /** The name to greet with in EHLO. @default the machine's host name */
   clientName?: string;
-  /** TLS options, for a relay that offers STARTTLS (the generated one does not: it is on loopback). */
+  /**
+   * TLS options, for a relay that offers STARTTLS (the generated standalone relay does not; Debian's
+   * and cPanel's Exim do). @default on loopback, the relay's certificate is not checked
+   */
   tls?: ConnectionOptions;
   /** Refuse to go on without TLS. @default false on loopback, true elsewhere */
   requireTLS?: boolean;

@@ -247,6 +247,57 @@ mailvia_upstream_login:
 `;
 }
 
+/**
+ * Debian ships active client authenticators named plain and login (for passwd.client), and Exim
+ * refuses two client authenticators with one public name. Debian's sanctioned override is a
+ * `.rul` file next to the original: this one keeps Debian's three client authenticators and their
+ * passwd.client behaviour, and lets plain and login send the organisation's account on the
+ * mailvia transports.
+ */
+function debianClientAuthenticators(): string {
+  const ours = `inlist{$transport_name}{mailvia_smtp:mailvia_smtps}`;
+  // Debian writes these client_send values in double quotes; here they are unquoted (the mailvia
+  // macros must not go through quoted-string escapes), so each \\ of Debian's becomes \.
+  return `# ${GENERATED_MARKER}: replaces Debian's 30_exim4-config_examples (Debian uses this .rul instead).
+# Debian's client authenticators, unchanged for every other transport (CONFDIR/passwd.client),
+# and the organisation's own account on the mailvia_smtp/mailvia_smtps transports.
+
+cram_md5:
+  driver = cram_md5
+  public_name = CRAM-MD5
+  client_condition = \${if !${ours}}
+  client_name = \${extract{1}{:}{\${lookup{$host}nwildlsearch{CONFDIR/passwd.client}{$value}fail}}}
+  client_secret = \${extract{2}{:}{\${lookup{$host}nwildlsearch{CONFDIR/passwd.client}{$value}fail}}}
+
+# this returns the matching line from passwd.client and doubles all ^
+PASSWDLINE=\${sg{\${lookup{$host}nwildlsearch{CONFDIR/passwd.client}{$value}fail}}{\\N[\\^]\\N}{^^}}
+
+plain:
+  driver = plaintext
+  public_name = PLAIN
+.ifndef AUTH_CLIENT_ALLOW_NOTLS_PASSWORDS
+  client_send = <; \${if ${ours}{^MAILVIA_UPUSER^MAILVIA_UPPASS}{\${if !eq{$tls_out_cipher}{}\\
+                    {^\${extract{1}{:}{PASSWDLINE}}^\${sg{PASSWDLINE}{\\N([^:]+:)(.*)\\N}{\\$2}}}fail}}}
+.else
+  client_send = <; \${if ${ours}{^MAILVIA_UPUSER^MAILVIA_UPPASS}\\
+                    {^\${extract{1}{:}{PASSWDLINE}}^\${sg{PASSWDLINE}{\\N([^:]+:)(.*)\\N}{\\$2}}}}
+.endif
+
+login:
+  driver = plaintext
+  public_name = LOGIN
+.ifndef AUTH_CLIENT_ALLOW_NOTLS_PASSWORDS
+  client_send = <; \${if ${ours}{}{\${if and{{!eq{$tls_out_cipher}{}}{!eq{PASSWDLINE}{}}}{}fail}}}\\
+                 ; \${if ${ours}{MAILVIA_UPUSER}{\${extract{1}{::}{PASSWDLINE}}}}\\
+                 ; \${if ${ours}{MAILVIA_UPPASS}{\${sg{PASSWDLINE}{\\N([^:]+:)(.*)\\N}{\\$2}}}}
+.else
+  client_send = <; \${if ${ours}{}{\${if !eq{PASSWDLINE}{}{}fail}}}\\
+                 ; \${if ${ours}{MAILVIA_UPUSER}{\${extract{1}{::}{PASSWDLINE}}}}\\
+                 ; \${if ${ours}{MAILVIA_UPPASS}{\${sg{PASSWDLINE}{\\N([^:]+:)(.*)\\N}{\\$2}}}}
+.endif
+`;
+}
+
 const SENDER_MESSAGE = '<$sender_address> is not an allowed sender of organisation MAILVIA_ORG';
 
 function mailAcl(name: string): string {
@@ -495,10 +546,17 @@ smtp_accept_queue_per_connection = 0
     },
     {
       path: 'conf.d/auth/25_mailvia-relay',
-      content: `${head('authenticators of the mailvia relay')}\n${serverAuthenticators()}\n${clientAuthenticators()}`,
+      content: `${head('server authenticators of the mailvia relay')}\n${serverAuthenticators()}`,
       mode: 0o644,
       secret: false,
-      description: 'relay users (server) and upstream accounts (client)',
+      description: 'relay users: AUTH checks user and password',
+    },
+    {
+      path: 'conf.d/auth/30_exim4-config_examples.rul',
+      content: debianClientAuthenticators(),
+      mode: 0o644,
+      secret: false,
+      description: "Debian's client authenticators, also sending each organisation's upstream account",
     },
     {
       path: 'conf.d/router/050_mailvia-relay',
@@ -536,6 +594,9 @@ smtp_accept_queue_per_connection = 0
 3. Copy the \`conf.d\` fragments into /etc/exim4/conf.d (the credentials are already in ${o.dataDir}).
    If you already define MAIN_ACL_CHECK_MAIL or CHECK_DATA_LOCAL_ACL_FILE, add the statements of
    25_mailvia-relay_check_mail and ${o.dataDir}/acl-check-data to your own ACLs instead.
+   \`auth/30_exim4-config_examples.rul\` replaces Debian's example authenticators (Debian reads a
+   \`.rul\` file instead of the file of the same name): it keeps their passwd.client behaviour for
+   every other transport. If you already have such a \`.rul\` file, merge the two.
 4. \`update-exim4.conf && exim4 -bV\` then \`systemctl reload exim4\` (or \`invoke-rc.d exim4 reload\`).
 5. Debian's defaults let local, unauthenticated clients send as the system MTA (relay_from_hosts
    holds 127.0.0.1): that mail never uses an organisation's upstream — only an authenticated

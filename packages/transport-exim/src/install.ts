@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { type EximCommandOptions, eximCheckConfig } from './exim.js';
@@ -118,9 +118,14 @@ async function validate(
   }
   const work = await mkdtemp(join(tmpdir(), 'mailvia-exim-check-'));
   try {
+    await chmod(work, 0o755); // Exim reads included files after giving up root
     if (relay.target === 'debian') {
       const confDir = options.debianConfDir ?? '/etc/exim4';
       await cp(confDir, join(work, 'exim4'), { recursive: true });
+      // the fragments need Debian's split configuration (the operator turns it on: see the instructions)
+      const dc = join(work, 'exim4', 'update-exim4.conf.conf');
+      const dcText = await readFile(dc, 'utf8').catch(() => '');
+      await writeFile(dc, `${dcText.replace(/^dc_use_split_config=.*$/m, '')}\ndc_use_split_config='true'\n`);
       for (const [f, tmp] of staged) {
         if (isAbsolute(f.path)) continue;
         let content = await readFile(tmp, 'utf8');
@@ -134,7 +139,7 @@ async function validate(
       if (gen.code !== 0) throw new RelayValidationError('update-exim4.conf failed on the new fragments:', gen.output);
       const r = await eximCheckConfig({ ...exim, config: out });
       if (!r.ok) throw new RelayValidationError('Exim refused the new configuration; nothing was replaced:', r.output);
-      return `update-exim4.conf -d <copy of ${confDir} with the fragments> then exim -bV -C: ok`;
+      return `update-exim4.conf -d <copy of ${confDir} with the fragments, split configuration> then exim -bV -C: ok`;
     }
     // cPanel: the sections cannot be built without cPanel; check them inside a minimal configuration
     const snippet = await readFile([...staged].find(([f]) => f.path.startsWith('cpanel/'))![1], 'utf8');

@@ -1,6 +1,7 @@
 import {
   boolParam,
   intParam,
+  isLoopbackHost,
   maskUrl,
   onlyParams,
   type PreparedMessage,
@@ -50,7 +51,14 @@ class EximRelayTransport implements EximTransport {
       socketTimeout: options.socketTimeout,
       ...(options.idleTimeout !== undefined ? { idleTimeout: options.idleTimeout } : {}),
       ...(options.clientName !== undefined ? { clientName: options.clientName } : {}),
-      ...(options.tls !== undefined ? { tls: options.tls } : {}),
+      // A relay on loopback that offers STARTTLS (Debian's and cPanel's Exim do, with a self-signed
+      // or host-name certificate) is used without checking its certificate: on loopback, TLS
+      // protects nothing the machine itself does not. Pass `tls` to verify it anyway.
+      ...(options.tls !== undefined
+        ? { tls: options.tls }
+        : isLoopbackHost(options.host)
+          ? { tls: { rejectUnauthorized: false } }
+          : {}),
       ...(options.requireTLS !== undefined ? { requireTLS: options.requireTLS } : {}),
       acceptedBy: 'relay',
       rules: [...(options.rules ?? []), ...EXIM_ERROR_RULES],
@@ -110,8 +118,9 @@ export function exim(options: EximRouteOptions): EximTransport {
 const PARAMS = ['name', 'pool', 'maxConnections', 'maxMessages', 'clientName', 'config', 'eximBin', 'logFile'];
 
 /**
- * The `exim` route factory: `exim://USER:PASS@127.0.0.1:587` (host and port may be left out:
- * `exim://USER:PASS@`), or `{ type: 'exim', user, pass, host?, port?, … }`. Query: `name`,
+ * The `exim` route factory: `exim://USER:PASS@127.0.0.1:587` (the port defaults to 587; a
+ * password with reserved characters is percent-encoded), or `{ type: 'exim', user, pass, host?,
+ * port?, … }` (host defaults to 127.0.0.1). Query: `name`,
  * `pool`, `maxConnections`, `maxMessages`, `clientName`, and for {@link EximTransport.status}
  * `config`, `eximBin`, `logFile`.
  */

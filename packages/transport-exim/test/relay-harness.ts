@@ -4,7 +4,18 @@
  * nothing: a missing exim4, swaks or tini fails with a message saying what to install.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,8 +65,8 @@ export interface RunningRelay {
   /** Exim's log lines about one queue id. */
   linesOf(queueId: string): string[];
   queue(): ReturnType<typeof listQueue>;
-  /** Runs one queue run now (`exim -qff`): retries deferred mail. */
-  runQueue(): Promise<void>;
+  /** Delivers these queued messages now (`exim -M id…`), as an operator would after a fix. */
+  deliver(queueIds: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -93,8 +104,64 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     throw e;
   }
   chmodSync(join(dir, 'data'), 0o755);
-  const configFile = join(dir, 'exim.conf');
-  const logFile = join(dir, 'log', 'mainlog');
+  return runDaemon({ dir, port, configFile: join(dir, 'exim.conf'), logFile: join(dir, 'log', 'mainlog'), ...options });
+}
+
+/**
+ * Debian's own configuration (a copy of /etc/exim4, split configuration) with the generated
+ * fragments, as an operator installs them, built by update-exim4.conf and started like startRelay.
+ */
+export async function startDebianRelay(options: StartRelayOptions): Promise<RunningRelay> {
+  const tools = requireTools();
+  const dir = mkdtempSync(join(tmpdir(), 'mailvia-exim-debian-'));
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const caFile = join(dir, 'upstream-ca.pem');
+  writeFileSync(caFile, options.upstreamCa, { mode: 0o644 });
+  try {
+    const relay = generateRelay(options.orgs, {
+      target: 'debian',
+      dataDir: join(dir, 'data'),
+      upstreamCaFile: caFile,
+      allowLoopbackUpstream: true,
+      ...options.config,
+    });
+    const confDir = join(dir, 'etc-exim4');
+    cpSync('/etc/exim4', confDir, { recursive: true });
+    await installRelay(relay, { outDir: confDir, eximBin: tools.exim, debianConfDir: '/etc/exim4' });
+    chmodSync(join(dir, 'data'), 0o755);
+    const dc = join(confDir, 'update-exim4.conf.conf');
+    writeFileSync(
+      dc,
+      `${readFileSync(dc, 'utf8').replace(/^dc_use_split_config=.*$/m, '')}\ndc_use_split_config='true'\n`,
+    );
+    // this test's own port, spool, log and pid file (an operator keeps Debian's)
+    writeFileSync(
+      join(confDir, 'conf.d/main/000_test-paths'),
+      `SPOOLDIR = ${dir}/spool\ndaemon_smtp_ports = ${port}\nlog_file_path = ${dir}/log/%slog\npid_file_path = ${dir}/exim.pid\n`,
+    );
+    for (const d of ['spool', 'log']) {
+      mkdirSync(join(dir, d), { mode: 0o750 });
+      giveToExim(join(dir, d));
+    }
+    const configFile = join(dir, 'exim4.conf');
+    execFileSync('update-exim4.conf', ['-d', confDir, '-o', configFile], { stdio: 'ignore' });
+    return runDaemon({ dir, port, configFile, logFile: join(dir, 'log', 'mainlog'), ...options });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function runDaemon(options: {
+  dir: string;
+  port: number;
+  configFile: string;
+  logFile: string;
+  queueInterval?: string;
+}): Promise<RunningRelay> {
+  const tools = requireTools();
+  const { dir, port, configFile, logFile } = options;
   const exim: EximCommandOptions = { eximBin: tools.exim, config: configFile };
   const args = [
     '-s',
@@ -114,18 +181,21 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.pid) {
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        // already gone
+      // Exim's delivery processes leave the daemon's process group; tini (a subreaper) adopts them.
+      // Freeze the daemon so it forks no more, end every other process below tini, then the daemon.
+      const daemon = descendants(child.pid, true)[0];
+      if (daemon) signal(daemon, 'SIGSTOP');
+      for (let i = 0; i < 50; i++) {
+        const others = descendants(child.pid).filter((p) => p !== daemon);
+        if (others.length === 0) break;
+        for (const p of others) signal(p, i < 20 ? 'SIGTERM' : 'SIGKILL');
+        await new Promise((r) => setTimeout(r, 50));
       }
-      const t = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }, 5000);
+      if (daemon) {
+        signal(daemon, 'SIGKILL');
+        signal(daemon, 'SIGCONT');
+      }
+      const t = setTimeout(() => signal(child.pid!, 'SIGKILL'), 5000);
       await exited;
       clearTimeout(t);
     }
@@ -175,13 +245,48 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     },
     linesOf: (queueId) => log().filter((l) => parseLogLine(l).queueId === queueId),
     queue: () => listQueue(exim),
-    runQueue: () =>
+    deliver: (queueIds) =>
       // asynchronously: the upstreams run in this process and must answer meanwhile
       new Promise<void>((resolve, reject) => {
-        execFile(tools.exim, ['-C', configFile, '-qff'], { timeout: 30_000 }, (err) => (err ? reject(err) : resolve()));
+        execFile(tools.exim, ['-C', configFile, '-M', ...queueIds], { timeout: 30_000 }, (err) =>
+          err ? reject(err) : resolve(),
+        );
       }),
     stop,
   };
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/** The processes below `root` (by parent pid, from /proc); `direct` for its children only. */
+function descendants(root: number, direct = false): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+  }
+  if (direct) return children.get(root) ?? [];
+  const out: number[] = [];
+  const todo = [...(children.get(root) ?? [])];
+  while (todo.length) {
+    const p = todo.shift()!;
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
 }
 
 /** Gives a file to the Exim user (as installRelay does for secrets), for tests that edit data files. */

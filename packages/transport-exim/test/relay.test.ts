@@ -20,7 +20,7 @@ import { formatDoctorReport, runDoctor } from '../src/doctor.js';
 import { type RelayOrganisation, validateOrganisations } from '../src/organisations.js';
 import { relayStatus } from '../src/status.js';
 import { exim, eximRoute } from '../src/transport.js';
-import { type RunningRelay, startRelay, swaks } from './relay-harness.js';
+import { type RunningRelay, startDebianRelay, startRelay, swaks } from './relay-harness.js';
 
 // obviously fake credentials
 const RELAY = {
@@ -410,7 +410,7 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
       port: latePort,
       users: { 'e@school-e.example': UP.e, 'f@school-f.example': UP.f },
     });
-    await relay.runQueue();
+    await relay.deliver([re.providerMessageId!, rf.providerMessageId!]);
     const e = await arrived(late, subjE);
     const f = await arrived(late, subjF);
     expect([e.user, e.pass]).toEqual(['e@school-e.example', UP.e]);
@@ -561,5 +561,52 @@ describe('the same flows driven by a real SMTP client (swaks)', () => {
     const users = readFileSync(join(relay.dir, 'data', 'relay-users'), 'utf8');
     for (const s of Object.values(RELAY)) expect(users).not.toContain(s);
     expect(users).toMatch(/^school-a: \$6\$/m);
+  });
+});
+
+describe("Debian's own Exim configuration with the generated fragments (split configuration)", () => {
+  let debian: RunningRelay;
+  beforeAll(async () => {
+    debian = await startDebianRelay({
+      orgs: orgs.filter((o) => ['school-a', 'school-b'].includes(o.id)),
+      upstreamCa: upstream.ca,
+    });
+  });
+  afterAll(() => debian?.stop());
+  const via = (org: 'a' | 'b', pass = RELAY[org]) =>
+    exim({ port: debian.port, auth: { user: `school-${org}`, pass }, relay: debian.exim });
+
+  it('relays A as A and B as B, with their own accounts', async () => {
+    for (const org of ['a', 'b'] as const) {
+      const t = via(org);
+      const subj = subject(`debian ${org}`);
+      const receipt = await t.send(message(`${org}@school-${org}.example`, subj));
+      await t.close();
+      expect(receipt.acceptedBy).toBe('relay');
+      const got = await arrived(upstream, subj);
+      expect([got.user, got.pass, got.secure]).toEqual([`${org}@school-${org}.example`, UP[org], true]);
+    }
+  });
+
+  it("refuses a wrong relay password and A with B's sender", async () => {
+    const wrong = via('a', 'wrong-relay-password-zzzz');
+    expect((await wrong.send(message('a@school-a.example', subject('x'))).catch((e) => e)).phase).toBe('auth');
+    await wrong.close();
+    const t = via('a');
+    const err = await t.send(message('b@school-b.example', subject('debian spoof'))).catch((e) => e);
+    await t.close();
+    expect(err.rule).toBe('exim-relay/sender-not-allowed');
+  });
+
+  it("never sends unauthenticated local mail through an organisation's upstream (Debian relays it its own way)", async () => {
+    const subj = subject('debian unauthenticated');
+    const t = smtp({ host: '127.0.0.1', port: debian.port, pool: false });
+    const r = await t.send(message('a@school-a.example', subj)).catch((e) => e);
+    if (!MailError.isInstance(r)) {
+      // Debian's defaults accept local clients as the system MTA; the mail goes Debian's way out
+      await debian.waitForLog((l) => l.includes(r.providerMessageId ?? '') && / (==|\*\*|=>) /.test(l));
+      expect(debian.linesOf(r.providerMessageId!).join('\n')).not.toMatch(/R=mailvia_relay/);
+    }
+    expect(upstream.received.some((m) => m.parsed.subject === subj)).toBe(false);
   });
 });
