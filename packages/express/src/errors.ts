@@ -1,4 +1,5 @@
 import { MailError } from '@mailvia/core';
+import type { ErrorRequestHandler } from 'express';
 
 /** Where every error code of this package is explained. */
 export const ERROR_HELP_URL = 'https://www.npmjs.com/package/@mailvia/express#error-codes';
@@ -14,6 +15,7 @@ export const HTTP_ERROR_CODES = {
   conflict: 409,
   bad_request: 400,
   invalid_message: 422,
+  no_organisation: 400,
   unknown_organisation: 404,
   delivery_failed: 502,
   not_supported: 501,
@@ -107,6 +109,7 @@ export function toHttpError(err: unknown): MailviaHttpError {
       const field = (err as MailError & { field?: string }).field;
       return new MailviaHttpError('invalid_message', err.message, field ? { field } : undefined);
     }
+    if (err.code === 'ENOORGANISATION') return new MailviaHttpError('no_organisation', err.message);
     if (err.code === 'EROUTECONFIG' && /organisation/.test(err.message)) {
       return new MailviaHttpError('unknown_organisation', err.message);
     }
@@ -119,4 +122,30 @@ export function toHttpError(err: unknown): MailviaHttpError {
     });
   }
   return new MailviaHttpError('internal', 'An unexpected error happened; see the server log.');
+}
+
+/**
+ * An Express error handler for what `req.mail` raises: a request without an organisation
+ * (`400 no_organisation`), a message refused at the door (`422 invalid_message`, naming the
+ * field) and a failed delivery (`502 delivery_failed`, with the kind and every attempt) are
+ * answered as JSON errors with a stable code; anything else goes on to the next error handler.
+ *
+ * @example
+ * ```ts
+ * app.use(mailviaErrorHandler());
+ * ```
+ */
+export function mailviaErrorHandler(): ErrorRequestHandler {
+  return (err, _req, res, next) => {
+    if (!(err instanceof MailviaHttpError) && !MailError.isInstance(err)) {
+      next(err);
+      return;
+    }
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    const e = toHttpError(err);
+    res.status(e.statusCode).json(e.toJSON());
+  };
 }

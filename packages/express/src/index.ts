@@ -13,6 +13,7 @@ export {
   type HttpErrorCode,
   MailviaHttpError,
   MailviaSetupError,
+  mailviaErrorHandler,
   NoOrganisationError,
 } from './errors.js';
 export {

@@ -1,8 +1,8 @@
 import { createMailer, MailError, type Mailer, memoryStores, type RouteConfig } from '@mailvia/core';
-import { type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
+import { refusedPort, type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
 import type { NextFunction, Request, Response } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mailvia } from '../src/index.js';
+import { mailvia, mailviaErrorHandler } from '../src/index.js';
 import { EXPRESS_VERSIONS, json, type Served, serve } from './helpers.js';
 
 const USERS = {
@@ -134,6 +134,52 @@ describe.each(EXPRESS_VERSIONS)('mailvia() on $name', ({ express }) => {
     const res = await invite('explode', 'x@example.org');
     expect(res.status).toBe(500);
     expect((await json(res)).message).toBe('session store down');
+  });
+
+  it('answers what req.mail raises as JSON errors with mailviaErrorHandler()', async () => {
+    const dead = await refusedPort();
+    const failing = createMailer({
+      organisations: (id) =>
+        id === 'school-dead' ? [{ type: 'smtp', name: 'dead-relay', host: '127.0.0.1', port: dead }] : undefined,
+    });
+    const app = express();
+    app.use(express.json());
+    app.use(mailvia({ mailer: failing, organisation: (req) => req.get('x-organisation') }));
+    app.post('/invite', async (req: Request, res: Response, next: NextFunction) => {
+      try {
+        await req.mail.send({ from: 'office@school.example', to: req.body.to, subject: 'Hi', text: 'Hello' });
+        res.sendStatus(202);
+      } catch (err) {
+        next(err);
+      }
+    });
+    app.use(mailviaErrorHandler());
+    const s = await serve(app);
+    const post = (org: string | undefined, to: string) =>
+      fetch(`${s.url}/invite`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(org ? { 'x-organisation': org } : {}) },
+        body: JSON.stringify({ to }),
+      });
+    try {
+      const none = await post(undefined, 'a@example.org');
+      expect(none.status).toBe(400);
+      expect((await json(none)).error.code).toBe('no_organisation');
+      const invalid = await post('school-dead', 'not-an-address');
+      expect(invalid.status).toBe(422);
+      expect((await json(invalid)).error).toMatchObject({
+        code: 'invalid_message',
+        details: { field: expect.stringMatching(/^to/) },
+      });
+      const failed = await post('school-dead', 'a@example.org');
+      expect(failed.status).toBe(502);
+      const { error } = await json(failed);
+      expect(error).toMatchObject({ code: 'delivery_failed', details: { kind: 'unavailable' } });
+      expect(error.help).toMatch(/#error-codes$/);
+    } finally {
+      await s.close();
+      await failing.close();
+    }
   });
 
   it('puts the handle on the property the app names', async () => {
