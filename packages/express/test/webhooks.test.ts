@@ -67,6 +67,24 @@ function signSendgrid(privateKey: ReturnType<typeof sendgridKeys>['privateKey'],
   return sign('sha256', Buffer.concat([Buffer.from(timestamp), Buffer.from(body)]), privateKey).toString('base64');
 }
 
+/** The other valid form of an ECDSA P-256 signature: (r, n - s), DER-encoded. */
+function malleate(signatureB64: string): string {
+  const der = Buffer.from(signatureB64, 'base64');
+  const int = (at: number) => ({ len: der[at + 1]!, value: der.subarray(at + 2, at + 2 + der[at + 1]!) });
+  const r = int(2);
+  const s = int(4 + r.len);
+  const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
+  const s2 = n - BigInt(`0x${s.value.toString('hex')}`);
+  const enc = (v: Buffer) => {
+    const bytes = v[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v;
+    return Buffer.concat([Buffer.from([0x02, bytes.length]), bytes]);
+  };
+  let hex = s2.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  const body = Buffer.concat([enc(r.value), enc(Buffer.from(hex, 'hex'))]);
+  return Buffer.concat([Buffer.from([0x30, body.length]), body]).toString('base64');
+}
+
 function mailgunBody(eventData: unknown, key = MG_KEY_A, timestamp = String(Math.floor(Date.now() / 1000))) {
   const token = randomBytes(25).toString('hex');
   const signature = createHmac('sha256', key)
@@ -278,6 +296,12 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       const err = (await json(replay)).error;
       expect(err).toMatchObject({ code: 'webhook_replayed' });
       expect(err.help).toMatch(/^https:\/\//);
+
+      // The same request with the signature's other valid form is still a replay.
+      const twin = malleate(signature);
+      expect(twin).not.toBe(signature);
+      expect(verifySendgridSignature(sgA.publicKey, ts, body, twin)).toBe(true);
+      expect((await post(server, 'sendgrid/school-a', body, sgHeaders(twin, ts))).status).toBe(409);
 
       expect(take()).toHaveLength(1);
       expect(refused.map((r) => r.code)).toEqual(

@@ -149,7 +149,7 @@ export function mailviaOutbox(options: MailviaOutboxOptions): RequestHandler {
     const route = async (): Promise<boolean> => {
       const get = req.method === 'GET' || req.method === 'HEAD';
       if (segments.length === 0 && get) {
-        const path = new URL(req.originalUrl || req.url || '/', 'http://x').pathname;
+        const path = new URL(req.originalUrl || req.url || '/', 'http://x').pathname.replace(/^\/+/, '/');
         if (!path.endsWith('/')) {
           // Relative links of the page need the trailing slash.
           res.redirect(301, `${path}/${requestUrl(req).search}`);

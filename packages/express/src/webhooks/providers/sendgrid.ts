@@ -149,7 +149,9 @@ export function sendgridWebhook(options: SendgridWebhookOptions = {}): WebhookVe
         throw new WebhookRefusal('webhook_malformed', 'A SendGrid Event Webhook body is a JSON array of events.');
       }
       return {
-        replayId: createHash('sha256').update(signature).digest('hex'),
+        // The signed bytes, not the signature: an ECDSA signature has a second valid form
+        // ((r, n - s)), so keying on it would let a replay through.
+        replayId: createHash('sha256').update(timestamp).update('\n').update(request.rawBody).digest('hex'),
         signedAt: Number(timestamp) * 1000,
         events: list.map(normaliseSendgridEvent),
       };

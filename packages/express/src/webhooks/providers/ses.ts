@@ -247,7 +247,7 @@ export function sesWebhook(options: SesWebhookOptions = {}): WebhookVerifier {
       if (!request.secrets.includes(message.TopicArn)) {
         throw new WebhookRefusal(
           'webhook_topic_not_allowed',
-          `The SNS topic is not one this organisation allows (${message.TopicArn}).`,
+          'The SNS topic of this message is not one this organisation allows.',
         );
       }
       if (!SNS_URL_PATTERN.test(message.SigningCertURL) || !message.SigningCertURL.endsWith('.pem')) {
