@@ -45,6 +45,35 @@ export interface MailviaOptions {
   property?: string;
 }
 
+/** Request properties of Node, Express and common middleware that the handle must not replace. */
+const TAKEN = new Set([
+  'app',
+  'baseUrl',
+  'body',
+  'cookies',
+  'get',
+  'header',
+  'headers',
+  'hostname',
+  'ip',
+  'ips',
+  'method',
+  'next',
+  'originalUrl',
+  'params',
+  'path',
+  'protocol',
+  'query',
+  'res',
+  'route',
+  'secure',
+  'session',
+  'signedCookies',
+  'socket',
+  'url',
+  'user',
+]);
+
 /** Builds the handle of one organisation (exported for tests and for code outside Express). */
 export function createMailHandle(mailer: Mailer, organisation: string | undefined): MailHandle {
   return {
@@ -83,7 +112,7 @@ export function mailvia(options: MailviaOptions): RequestHandler {
     throw new MailviaSetupError('organisation', 'is required: a function (req) => the organisation id of the request');
   }
   const property = options.property ?? 'mail';
-  if (typeof property !== 'string' || property === '' || property in Object.prototype) {
+  if (typeof property !== 'string' || property === '' || property in Object.prototype || TAKEN.has(property)) {
     throw new MailviaSetupError('property', `${JSON.stringify(property)} cannot be a request property`);
   }
   return (req: Request, _res: Response, next: NextFunction) => {

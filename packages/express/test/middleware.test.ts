@@ -203,4 +203,5 @@ it('cannot be created without a mailer or an organisation resolver', () => {
   expect(() => mailvia({ organisation: () => 'a' } as never)).toThrow(/mailer/);
   expect(() => mailvia({ mailer } as never)).toThrow(/organisation/);
   expect(() => mailvia({ mailer, organisation: () => 'a', property: '__proto__' })).toThrow(/property/);
+  expect(() => mailvia({ mailer, organisation: () => 'a', property: 'body' })).toThrow(/property/);
 });
