@@ -10,6 +10,8 @@ import { startChromium } from './browser.js';
 import { EXPRESS_VERSIONS, json, type Served, serve } from './helpers.js';
 
 const ARTIFACTS = join(import.meta.dirname, '../test-artifacts');
+// Generous: two cores are shared with other test runs.
+const POLL = { timeout: 15_000, interval: 50 };
 
 /** The application: a route that sends through req.mail, and the outbox page in development. */
 function createApp(e: typeof express, mailer: Mailer) {
@@ -84,8 +86,8 @@ describe('the outbox page in headless Chromium', () => {
       if (!r.url().startsWith(server.url)) outside.push(`failed ${r.url()} ${r.failure()?.errorText}`);
     });
     await page.goto(`${server.url}/dev/outbox`);
-    await expect.poll(() => page.locator('#live').textContent()).toBe('live');
-    await expect.poll(() => page.locator('.mail').count()).toBe(1);
+    await expect.poll(() => page.locator('#live').textContent(), POLL).toBe('live');
+    await expect.poll(() => page.locator('.mail').count(), POLL).toBe(1);
 
     // A new mail appears without a reload (server-sent events).
     await send('school-a', invitation('parent.a@example.org', 'Your invitation to School A'));
@@ -99,7 +101,7 @@ describe('the outbox page in headless Chromium', () => {
 
     await mailA.click();
     const detail = page.locator('#detail');
-    await expect.poll(() => detail.locator('h2').textContent()).toBe('Your invitation to School A');
+    await expect.poll(() => detail.locator('h2').textContent(), POLL).toBe('Your invitation to School A');
     // biome-ignore lint/performance/useDomNodeTextContent: Playwright's innerText: the text as the user sees it
     const fields = await detail.locator('.fields').innerText();
     expect(fields).toContain('office@school-a.example');
@@ -111,7 +113,7 @@ describe('the outbox page in headless Chromium', () => {
     const iframe = detail.locator('iframe');
     expect(await iframe.getAttribute('sandbox')).toBe('');
     const frame = page.frameLocator('#detail iframe');
-    await expect.poll(() => frame.locator('#greeting').textContent()).toBe('Welcome, parent');
+    await expect.poll(() => frame.locator('#greeting').textContent(), POLL).toBe('Welcome, parent');
     expect(await frame.locator('#greeting').evaluate((h) => getComputedStyle(h).color)).toBe('rgb(59, 91, 219)');
     expect(await frame.locator('body').getAttribute('data-script-ran')).toBeNull();
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -145,9 +147,9 @@ describe('the outbox page in headless Chromium', () => {
 
     // Filtering by organisation.
     await page.locator('.org[data-org="school-b"]').click();
-    await expect.poll(() => page.locator('.mail .subject').allTextContents()).toEqual(['School B newsletter']);
+    await expect.poll(() => page.locator('.mail .subject').allTextContents(), POLL).toEqual(['School B newsletter']);
     await page.locator('.org[data-org="*"]').click();
-    await expect.poll(() => page.locator('.mail').count()).toBe(2);
+    await expect.poll(() => page.locator('.mail').count(), POLL).toBe(2);
     await mailA.click();
     await detail.locator('[data-tab="html"]').click();
     await frame.locator('#greeting').waitFor();
@@ -156,7 +158,7 @@ describe('the outbox page in headless Chromium', () => {
     // Nothing left the machine: the tracker pixel was stopped by the mail's CSP.
     expect(outside.length).toBeGreaterThan(0);
     expect(new Set(outside)).toEqual(new Set(['failed https://tracker.example/pixel.gif csp']));
-  });
+  }, 90_000);
 });
 
 describe.each(EXPRESS_VERSIONS)('the outbox page over HTTP on $name', ({ express: e }) => {
