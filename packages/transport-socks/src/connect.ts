@@ -1,7 +1,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP, type Socket, connect as tcpConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { failure, type MailError, redact } from '@mailvia/core';
+import { abortReason, failure, MailError, redact } from '@mailvia/core';
 import { SocksClient, type SocksClientOptions } from 'socks';
 import { type ResolvedProxy, resolveProxy, type SocksProxy } from './config.js';
 import { SOCKS_CODES, socksErrorCode, tunnelFailure } from './errors.js';
@@ -30,8 +30,11 @@ export interface SocksTarget {
   port: number;
 }
 
-/** Opens a connection to a target through the proxy: what core's `smtp({ connect })` takes. */
-export type SocksConnector = (target: SocksTarget) => Promise<Duplex>;
+/**
+ * Opens a connection to a target through the proxy: what core's `smtp({ connect })` takes. An
+ * aborted `signal` stops the set-up (and closes the socket) with an `unavailable` MailError.
+ */
+export type SocksConnector = (target: SocksTarget, options?: { signal?: AbortSignal }) => Promise<Duplex>;
 
 /**
  * A `connect` function for core's `smtp()` route (or anything that takes a connected socket)
@@ -56,16 +59,62 @@ export type SocksConnector = (target: SocksTarget) => Promise<Duplex>;
  */
 export function socksConnect(proxy: SocksProxy, options: SocksConnectOptions = {}): SocksConnector {
   const p = resolveProxy(proxy);
-  return (target) => openTunnel(p, target, options);
+  return (target, o) => openTunnel(p, target, options, o?.signal);
 }
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Opens a tunnel through a resolved proxy; the socket is paused, with nothing lost. */
-export async function openTunnel(p: ResolvedProxy, target: SocksTarget, options: SocksConnectOptions): Promise<Socket> {
+export async function openTunnel(
+  p: ResolvedProxy,
+  target: SocksTarget,
+  options: SocksConnectOptions,
+  signal?: AbortSignal,
+): Promise<Socket> {
+  const route = options.route ?? p.display;
+  const stopped = () =>
+    new MailError(`${route}: ${abortReason(signal!)} while connecting through the SOCKS proxy ${p.display}`, {
+      kind: 'unavailable',
+      phase: 'connect',
+      route,
+      code: 'EABORT',
+    });
+  if (signal?.aborted) throw stopped();
+  let socket: Socket | undefined;
+  const work = tunnel(p, target, options, route, (s) => {
+    socket = s;
+  });
+  if (!signal) return work;
+  let onAbort = () => {};
+  const abort = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      socket?.destroy();
+      reject(stopped());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, abort]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    // a tunnel that was still being opened when the signal fired is not handed to anyone
+    if (signal.aborted)
+      work.then(
+        (s) => s.destroy(),
+        () => {},
+      );
+  }
+}
+
+async function tunnel(
+  p: ResolvedProxy,
+  target: SocksTarget,
+  options: SocksConnectOptions,
+  route: string,
+  opened: (socket: Socket) => void,
+): Promise<Socket> {
   const timeout = options.timeout ?? 5000;
   const deadline = Date.now() + timeout;
-  const route = options.route ?? p.display;
   const targetName = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
   const secrets = [p.pass];
   const fail = (toProxy: boolean, code: string | undefined, detail: string) =>
@@ -90,6 +139,7 @@ export async function openTunnel(p: ResolvedProxy, target: SocksTarget, options:
   const socket = await connectToProxy(p, deadline - Date.now()).catch((err: NodeJS.ErrnoException) => {
     throw fail(true, err.code ?? socksErrorCode(err.message), err.message);
   });
+  opened(socket);
   socket.setNoDelay(true);
   return handshake(socket, p, host, target.port, Math.max(1, deadline - Date.now()), fail);
 }

@@ -58,6 +58,6 @@ export function createSocksTransport(options: SocksTransportOptions): Transport 
     ...smtpOptions,
     requireTLS,
     name,
-    connect: (target) => openTunnel(p, target, { timeout, route: name }),
+    connect: (target, o?: { signal?: AbortSignal }) => openTunnel(p, target, { timeout, route: name }, o?.signal),
   });
 }

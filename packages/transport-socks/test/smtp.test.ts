@@ -18,6 +18,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocksTransport, type SocksTransportOptions, socksConnect, socksRoutes } from '../src/index.js';
 import { createProxyUser, type Dante, startDante } from './peers/dante.js';
+import { startImmediateSmtpServer } from './peers/immediate-smtp.js';
 
 const USER = 'school-a@example.org';
 const PASS = 'fake-app-password-aaaa';
@@ -305,6 +306,20 @@ describe('proxy failures: the right kind, and the chain acts on it', () => {
     }
   });
 
+  it('an aborted signal stops a tunnel that is being set up', async () => {
+    const silent = await startSilentListener();
+    try {
+      const connect = socksConnect(`socks5h://127.0.0.1:${silent.port}`, { timeout: 10_000, route: 'via-silent' });
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 100);
+      const err: unknown = await connect({ host: '127.0.0.1', port: sink.port }, { signal: ac.signal }).catch((e) => e);
+      expect(MailError.isInstance(err)).toBe(true);
+      expect(err).toMatchObject({ kind: 'unavailable', phase: 'connect', code: 'EABORT', route: 'via-silent' });
+    } finally {
+      await silent.close();
+    }
+  });
+
   it('a server behind the proxy that never greets: unavailable, phase connect', async () => {
     const silent = await startSilentListener();
     try {
@@ -315,6 +330,27 @@ describe('proxy failures: the right kind, and the chain acts on it', () => {
       expect(silent.connections).toBe(1);
     } finally {
       await silent.close();
+    }
+  });
+
+  it('no answer to the final dot (socket timeout after the data): unknown, phase data-sent, the chain stops', async () => {
+    const hanging = await startImmediateSmtpServer({ hangAfterData: (m) => m.data.includes('Subject: hang') });
+    try {
+      const before = backup.received.length;
+      const t = createSocksTransport({
+        host: hanging.host,
+        port: hanging.port,
+        proxy: openProxy(),
+        socketTimeout: 500,
+        pool: false,
+      });
+      const err = await failureOf(failover([t, backupRoute()]), message('hang after data'));
+      expect(err.kind).toBe('unknown');
+      expect(err.phase).toBe('data-sent');
+      expect(hanging.received).toHaveLength(1);
+      expect(backup.received.length).toBe(before);
+    } finally {
+      await hanging.close();
     }
   });
 

@@ -100,6 +100,11 @@ export async function startDante(options: DanteOptions = {}): Promise<Dante> {
     stderr += d.toString();
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // if the test process ends without stop(), do not leave a proxy behind
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', killOnExit);
   const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -129,6 +134,7 @@ export async function startDante(options: DanteOptions = {}): Promise<Dante> {
       }
     },
     async stop() {
+      process.removeListener('exit', killOnExit);
       if (child.exitCode === null && child.signalCode === null) {
         process.kill(child.pid!, 'SIGTERM');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);

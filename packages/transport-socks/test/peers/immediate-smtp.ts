@@ -24,7 +24,12 @@ export interface ImmediateSmtpServer {
  * a connection (smtp-server waits 100 ms, which hides a lost greeting). It speaks just enough
  * SMTP for a client without TLS or AUTH: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
  */
-export async function startImmediateSmtpServer(): Promise<ImmediateSmtpServer> {
+export async function startImmediateSmtpServer(
+  options: {
+    /** Never answer the final dot of a mail this returns true for (a server that hangs after DATA). */
+    hangAfterData?: (mail: ImmediateMail) => boolean;
+  } = {},
+): Promise<ImmediateSmtpServer> {
   const received: ImmediateMail[] = [];
   const sockets = new Set<Socket>();
   const state = { connections: 0 };
@@ -49,8 +54,9 @@ export async function startImmediateSmtpServer(): Promise<ImmediateSmtpServer> {
         if (inData) {
           if (line === '.') {
             inData = false;
-            received.push({ from, to, data: data.join('\r\n'), remotePort: socket.remotePort ?? 0 });
-            reply(`250 2.0.0 Ok: queued as ${received.length}`);
+            const mail = { from, to, data: data.join('\r\n'), remotePort: socket.remotePort ?? 0 };
+            received.push(mail);
+            if (!options.hangAfterData?.(mail)) reply(`250 2.0.0 Ok: queued as ${received.length}`);
             data = [];
             from = '';
             to = [];
