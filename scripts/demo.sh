@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PNPM=(npx -y pnpm@10.34.9)
 "${PNPM[@]}" install --frozen-lockfile --silent
-"${PNPM[@]}" --silent --filter '@mailvia/core' run build >/dev/null
+"${PNPM[@]}" --silent --filter '@mailvia/core' --filter '@mailvia/express' run build >/dev/null
 exec "${PNPM[@]}" --silent demo "$@"

@@ -69,9 +69,9 @@ export async function runDemo(options: {
     ['school-a', 'office@school-a.example'],
     ['school-b', 'office@school-b.example'],
   ] as const) {
-    const res = await fetch(`${url}/organisations/${org}/mail`, {
+    const res = await fetch(`${url}/mail`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', 'x-organisation': org },
       body: JSON.stringify({
         from: { name: org === 'school-a' ? 'School A' : 'School B', address: from },
         to: 'parent@example.org',
@@ -91,7 +91,7 @@ export async function runDemo(options: {
   }
   log(`\nWhat the upstream received (one .eml per mail): ${upstreamDir}`);
   for (const m of upstream.received) log(`  ${m.subject} — authenticated as ${m.account} — ${m.file}`);
-  log(`Captured mails (the last resort, and development mode): ${outboxDir} and ${url}/outbox`);
+  log(`Captured mails (the last resort, and development mode): ${outboxDir}, and the outbox page ${url}/outbox`);
   return {
     receipts,
     upstream: upstream.received,

@@ -7,7 +7,7 @@ const dir = resolve(process.env.INIT_CWD ?? process.cwd(), '.outbox');
 const demo = await runDemo({ dir, log: (line) => console.log(line) });
 if (serve) {
   console.log(
-    `\nServing on ${demo.url} — POST ${demo.url}/organisations/school-a/mail, GET ${demo.url}/outbox. Ctrl+C stops.`,
+    `\nServing on ${demo.url}: POST ${demo.url}/mail with an X-Organisation header; the outbox page is ${demo.url}/outbox. Ctrl+C stops.`,
   );
   process.on('SIGINT', () => void demo.close().then(() => process.exit(0)));
 } else {
