@@ -33,6 +33,24 @@ export {
   RouteConfigError,
 } from './errors.js';
 export {
+  type AbortedRequest,
+  checkBaseUrl,
+  checkRequestHeaders,
+  type HttpFailureReport,
+  type HttpHeaders,
+  headerValue,
+  httpFailure,
+  keyFingerprint,
+  type RequestProgress,
+  type RouteAgents,
+  requestAborted,
+  routeAgents,
+  type TrackingAgentOptions,
+  trackingAgent,
+  trackRequest,
+  withRequestProgress,
+} from './http.js';
+export {
   createMailer,
   Mailer,
   type MailerEvents,
@@ -123,3 +141,21 @@ export type {
   SuppressionList,
 } from './stores/types.js';
 export { abortReason, combineSignals, isLoopbackHost } from './util.js';
+export {
+  bracketedMessageId,
+  isoFromEpochSeconds,
+  type ProviderEvent,
+  parseWebhookJson,
+  payloadObject,
+  payloadString,
+  type VerifiedWebhook,
+  WEBHOOK_EVENT_TYPES,
+  WEBHOOK_REFUSAL_CODES,
+  type WebhookEvent,
+  type WebhookEventType,
+  WebhookRefusal,
+  type WebhookRefusalCode,
+  type WebhookRequest,
+  type WebhookVerifier,
+  webhookHeader,
+} from './webhooks.js';

@@ -1,5 +1,23 @@
 export { type ConformanceMail, type ConformanceOptions, transportConformance } from './conformance.js';
 export {
+  type Cutter,
+  type FaultProxy,
+  type FaultProxyOptions,
+  type HttpExchange,
+  type HttpPeer,
+  type Prism,
+  type PrismLocation,
+  type PrismOptions,
+  type ProxyAction,
+  prismBin,
+  type RecordedRequest,
+  reply,
+  startCutter,
+  startFaultProxy,
+  startHttpPeer,
+  startPrism,
+} from './http.js';
+export {
   freePort,
   type ReceivedMail,
   refusedPort,
