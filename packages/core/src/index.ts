@@ -141,3 +141,21 @@ export type {
   SuppressionList,
 } from './stores/types.js';
 export { abortReason, combineSignals, isLoopbackHost } from './util.js';
+export {
+  bracketedMessageId,
+  isoFromEpochSeconds,
+  type ProviderEvent,
+  parseWebhookJson,
+  payloadObject,
+  payloadString,
+  type VerifiedWebhook,
+  WEBHOOK_EVENT_TYPES,
+  WEBHOOK_REFUSAL_CODES,
+  type WebhookEvent,
+  type WebhookEventType,
+  WebhookRefusal,
+  type WebhookRefusalCode,
+  type WebhookRequest,
+  type WebhookVerifier,
+  webhookHeader,
+} from './webhooks.js';
