@@ -61,9 +61,17 @@ export function maskUrl(raw: string): string {
       return `${scheme}${/^[^%@]+(%40|@)[^%@]+$/.test(userinfo) ? userinfo : '****'}@`;
     })
     .replace(/^([^:/@\s]+):([^@\s/]*)@/, '$1:****@')
-    .replace(/([?&])([^=&\s]+)=([^&\s)]*)/g, (m, sep: string, key: string) =>
-      SECRET_PARAM.test(key) ? `${sep}${key}=****` : m,
-    );
+    .replace(/([?&])([^=&\s]+)=([^&\s)]*)/g, (m, sep: string, key: string, value: string) => {
+      if (SECRET_PARAM.test(key)) return `${sep}${key}=****`;
+      // a URL nested in a parameter (?proxy=socks5h://user:pass@…), possibly percent-encoded
+      let decoded = value;
+      try {
+        decoded = decodeURIComponent(value);
+      } catch {
+        // not percent-encoded
+      }
+      return decoded.includes('://') ? `${sep}${key}=${maskUrl(decoded)}` : m;
+    });
 }
 
 /** Reads a numeric URL/query value; throws a RouteConfigError naming `part`. */

@@ -48,7 +48,7 @@ export interface SmtpRouteOptions {
    * Opens the connection instead of a direct TCP connect (e.g. through a SOCKS proxy). The
    * returned socket must already be connected to `host:port`; TLS is layered on it as usual.
    */
-  connect?: (target: { host: string; port: number }) => Promise<Duplex>;
+  connect?: (target: { host: string; port: number }, options: { signal?: AbortSignal }) => Promise<Duplex>;
   /** What a successful send means. A relay queues before it delivers. @default 'provider' */
   acceptedBy?: 'provider' | 'relay';
   /** Extra classification rows, tried before core's (a provider's SMTP texts). */
@@ -185,9 +185,18 @@ class SmtpTransport implements Transport {
     let socket: Duplex | undefined;
     if (this.options.connect) {
       try {
-        socket = await this.options.connect({ host: this.config.host as string, port: this.config.port as number });
+        socket = await this.options.connect(
+          { host: this.config.host as string, port: this.config.port as number },
+          signal ? { signal } : {},
+        );
       } catch (err) {
+        if (signal?.aborted) throw aborted(this.name, signal, false);
         throw this.fail(err, 'connect');
+      }
+      // the hook may ignore the signal: an abort while it ran must still stop the send
+      if (signal?.aborted) {
+        socket.destroy();
+        throw aborted(this.name, signal, false);
       }
     }
     const c = { dataSent: false, messages: 0, dead: false, retired: false, generation: this.generation } as Conn;

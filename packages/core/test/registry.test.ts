@@ -80,6 +80,7 @@ describe('maskUrl', () => {
       maskUrl('gmail+api://office%40school.example@default?clientId=abc&clientSecret=s3cret&refreshToken=r3fresh'),
     ).toBe('gmail+api://office%40school.example@default?clientId=abc&clientSecret=****&refreshToken=****');
     expect(maskUrl('sendgrid+api://SG.fake-key-value@default')).toBe('sendgrid+api://****@default');
+    expect(maskUrl('smtp://h:abc?proxy=socks5h%3A%2F%2Fu%3AS3CRET%40p')).not.toContain('S3CRET');
     expect(maskUrl('failover(smtp://a:p1@h1 smtp://b:p2@h2?proxy=socks5h://u:p3@proxy:1080)')).toBe(
       'failover(smtp://a:****@h1 smtp://b:****@h2?proxy=socks5h://u:****@proxy:1080)',
     );

@@ -177,3 +177,35 @@ describe('smtp route: what the far end sees', () => {
     await t.close?.();
   });
 });
+
+describe('smtp route with a connect hook (proxies)', () => {
+  it('does not send when the signal aborts while the hook is connecting', async () => {
+    const { connect } = await import('node:net');
+    const before = sink.received.length;
+    const ac = new AbortController();
+    const t = smtp({
+      host: '127.0.0.1',
+      port: sink.port,
+      tls: { ca: sink.ca, servername: 'localhost' },
+      auth: { user: USER, pass: PASS },
+      // a slow proxy that ignores the signal
+      connect: ({ host, port }) =>
+        new Promise((resolve) => {
+          setTimeout(() => {
+            const s = connect(port, host, () => resolve(s));
+          }, 150);
+        }),
+    });
+    setTimeout(() => ac.abort(), 50);
+    const err = await t
+      .send(prepareMessage({ from: USER, to: 'x@example.org', subject: 'abort-in-connect', text: '.' }), {
+        signal: ac.signal,
+      })
+      .catch((e) => e);
+    expect(err.code).toBe('EABORT');
+    expect(err.kind).toBe('unavailable');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sink.received.length).toBe(before);
+    await t.close?.();
+  });
+});
