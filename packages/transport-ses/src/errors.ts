@@ -1,14 +1,12 @@
 import {
-  abortReason,
   type ErrorRule,
   type FailureFacts,
-  type FailurePhase,
-  failure,
+  httpFailure,
   MailError,
-  parseRetryAfter,
+  type RequestProgress,
   redact,
+  requestAborted,
 } from '@mailvia/core';
-import type { RequestProgress } from './progress.js';
 
 const API = 'https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html#API_SendEmail_Errors';
 const COMMON = 'https://docs.aws.amazon.com/ses/latest/APIReference-V2/CommonErrors.html';
@@ -159,50 +157,40 @@ export function toMailError(err: unknown, ctx: FailureContext): MailError {
   const clean = (s: string) => redact(s, ctx.secrets);
   const status = e.$metadata?.httpStatusCode;
   const answered = status !== undefined && status > 0 && e.$response !== undefined;
-  const aborted = ctx.deadline?.aborted === true && !answered;
-  if (aborted) {
-    const signal = ctx.signal?.aborted ? ctx.signal : ctx.deadline!;
-    const sent = ctx.progress.sent;
-    return new MailError(
-      `${ctx.route}: ${ctx.action}: ${abortReason(signal)}${sent ? ' after the request was sent: outcome unknown' : ''}`,
-      {
-        kind: sent ? 'unknown' : 'unavailable',
-        phase: sent ? 'data-sent' : 'connect',
-        route: ctx.route,
-        code: 'EABORT',
-        cause: err,
-      },
-    );
+  if (ctx.deadline?.aborted && !answered) {
+    return requestAborted({
+      route: ctx.route,
+      action: ctx.action,
+      signal: ctx.signal?.aborted ? ctx.signal : ctx.deadline,
+      sent: ctx.progress.sent,
+      cause: err,
+    });
   }
   if (answered) {
-    const h = e.$response?.headers ?? {};
-    const header = h['retry-after'] ?? h['Retry-After'] ?? h['x-ratelimit-reset'];
-    const retryAfter = parseRetryAfter(header);
-    return failure({
+    return httpFailure({
       route: ctx.route,
-      phase: 'response',
-      httpStatus: status,
+      status,
+      ...(e.$response?.headers ? { headers: e.$response.headers } : {}),
+      sent: true,
       errorCode: e.name,
       text: clean(e.message),
       message: clean(`${ctx.action} answered ${status} ${e.name}: ${e.message}`),
-      ...(retryAfter !== undefined ? { retryAfter } : {}),
       rules: ctx.rules,
       cause: err,
     });
   }
+  const credentials = CREDENTIAL_ERRORS.has(e.name);
   const code = e.code ?? e.name;
-  let phase: FailurePhase;
-  if (CREDENTIAL_ERRORS.has(e.name)) phase = 'auth';
-  else if (ctx.progress.sent) phase = 'data-sent';
-  else if (ctx.progress.started) phase = 'connect';
-  else phase = 'envelope';
-  return failure({
+  const sent = ctx.progress.sent && !credentials;
+  return httpFailure({
     route: ctx.route,
-    phase,
-    errorCode: CREDENTIAL_ERRORS.has(e.name) ? 'CredentialsProviderError' : code,
+    sent,
+    // no request yet: the credentials could not be had (auth), or the SDK refused the input (envelope)
+    ...(credentials ? { phase: 'auth' as const } : !ctx.progress.started ? { phase: 'envelope' as const } : {}),
+    errorCode: credentials ? 'CredentialsProviderError' : code,
     text: clean(e.message),
     message: clean(
-      `${ctx.action} failed${phase === 'data-sent' ? ' after the request was sent, with no answer' : ''}: ${code === e.message ? code : `${code}: ${e.message}`}`,
+      `${ctx.action} failed${sent ? ' after the request was sent, with no answer' : ''}: ${code === e.message ? code : `${code}: ${e.message}`}`,
     ),
     rules: ctx.rules,
     cause: err,

@@ -1,20 +1,19 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { GetAccountCommand, SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import {
-  abortReason,
   combineSignals,
   MailError,
   type PreparedMessage,
   type Receipt,
+  requestAborted,
+  routeAgents,
   type SendOptions,
   type Transport,
+  withRequestProgress,
 } from '@mailvia/core';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { type ResolvedSesOptions, resolveSesOptions, type SesRouteOptions, sdkCredentials } from './config.js';
 import { toSendEmailInput } from './convert.js';
 import { SES_ERROR_RULES, toMailError } from './errors.js';
-import { trackingAgent, withProgress } from './progress.js';
 
 /**
  * A route that sends through Amazon SES v2 `SendEmail` (HTTPS, port 443), raw MIME by default.
@@ -47,7 +46,7 @@ class SesTransport implements Transport {
 
   private sdk(): SESv2Client {
     if (this.client) return this.client;
-    const given = this.o.agent;
+    const agents = routeAgents(this.o.agent, { maxSockets: 50 });
     const credentials = sdkCredentials(this.o.credentials);
     this.client = new SESv2Client({
       region: this.o.region,
@@ -56,8 +55,8 @@ class SesTransport implements Transport {
       // one attempt: decisions (retry, fall over, rest) are the engine's
       maxAttempts: 1,
       requestHandler: new NodeHttpHandler({
-        httpAgent: trackingAgent(given ?? new HttpAgent({ keepAlive: true, maxSockets: 50 }), !given),
-        httpsAgent: trackingAgent(given ?? new HttpsAgent({ keepAlive: true, maxSockets: 50 }), !given),
+        httpAgent: agents.http,
+        httpsAgent: agents.https,
         connectionTimeout: this.o.connectionTimeout,
       }),
     });
@@ -79,7 +78,7 @@ class SesTransport implements Transport {
       ...(this.o.fromArn ? { fromArn: this.o.fromArn } : {}),
     });
     const deadline = combineSignals([signal], this.o.timeout);
-    const out = await withProgress(async (progress) => {
+    const out = await withRequestProgress(async (progress) => {
       try {
         return await this.sdk().send(new SendEmailCommand(input), deadline ? { abortSignal: deadline } : {});
       } catch (err) {
@@ -111,7 +110,7 @@ class SesTransport implements Transport {
     const { signal } = options;
     if (signal?.aborted) throw this.abortedBeforeStart(signal);
     const deadline = combineSignals([signal], this.o.timeout);
-    const account = await withProgress(async (progress) => {
+    const account = await withRequestProgress(async (progress) => {
       try {
         return await this.sdk().send(new GetAccountCommand({}), deadline ? { abortSignal: deadline } : {});
       } catch (err) {
@@ -152,16 +151,11 @@ class SesTransport implements Transport {
   async close(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    // destroys the route's own agents; an injected agent is left alone (see trackingAgent)
+    // destroys the route's own agents; an injected agent is left alone (see routeAgents)
     client?.destroy();
   }
 
   private abortedBeforeStart(signal: AbortSignal): MailError {
-    return new MailError(`${this.name}: ${abortReason(signal)}`, {
-      kind: 'unavailable',
-      phase: 'connect',
-      route: this.name,
-      code: 'EABORT',
-    });
+    return requestAborted({ route: this.name, signal, sent: false });
   }
 }

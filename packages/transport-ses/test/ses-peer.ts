@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ConformanceMail } from '@mailvia/core/testing';
-import { type FaultProxy, type ProxyAction, startFaultProxy } from './http-peers.js';
+import { type ConformanceMail, type FaultProxy, type ProxyAction, startFaultProxy } from '@mailvia/core/testing';
 import { errorStatus } from './smithy.js';
 
 /** A mail as aws-ses-v2-local stored it (`GET /store`). */

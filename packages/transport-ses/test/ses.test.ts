@@ -12,10 +12,9 @@ import {
   RouteRegistry,
   smtp,
 } from '@mailvia/core';
-import { type SmtpSink, startSmtpSink, transportConformance } from '@mailvia/core/testing';
+import { type SmtpSink, startCutter, startSmtpSink, transportConformance } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SesRouteOptions, ses, sesRoute } from '../src/index.js';
-import { startCutter } from './http-peers.js';
 import { account, type SesPeer, sesError, startSesPeer } from './ses-peer.js';
 import { httpBinding, operationErrors, validateRequest } from './smithy.js';
 
