@@ -60,6 +60,7 @@ doctor: checks the relay; sends no mail.
   --since HOURS           how much of the log to read (default 24)
   --upstream-auth         also log in to each upstream with the organisation's account
   --upstream-ca FILE      CA for the upstreams' certificates (default: the system's)
+  --allow-loopback-upstream   accept organisations whose upstream is on loopback
   --exim BIN, --json
 
 status: what the relay did with one message (delivered, deferred and why, failed).
@@ -88,11 +89,13 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       case 'hash-password':
         return await hashPassword(io);
       case undefined:
+        io.err(USAGE);
+        return EXIT.usage;
       case 'help':
       case '--help':
       case '-h':
         io.out(USAGE);
-        return command === undefined ? EXIT.usage : EXIT.ok;
+        return EXIT.ok;
       default:
         return fail(io, `unknown command "${command}"\n\n${USAGE}`);
     }

@@ -359,7 +359,7 @@ function transport(o: GeneratedRelay['options']): string {
   tls_sni = $host
   connection_max_messages = 1
   max_rcpt = 100
-${o.allowLoopbackUpstream ? '  allow_localhost\n' : ''}`;
+${o.target === 'cpanel' ? '' : '  tls_resumption_hosts = *\n'}${o.allowLoopbackUpstream ? '  allow_localhost\n' : ''}`;
   return `# --- to the upstream: TLS that must succeed and verify, AUTH that must succeed, one message per
 # connection (a connection authenticated as one organisation never carries another's mail).
 # mailvia_smtp speaks STARTTLS (port 587); mailvia_smtps implicit TLS (port 465).
@@ -421,6 +421,9 @@ log_selector = +smtp_confirmation +received_recipients +deliver_time +queue_time
 # deliver every message at once: no message of a connection waits for a queue run
 smtp_accept_queue_per_connection = 0
 queue_only = false
+
+# deliveries (SMTP only) run as ${o.eximUser}: no root, no re-exec of Exim per delivery
+deliver_drop_privilege = true
 
 # the relay delivers nothing but organisations' mail; a bounce it cannot deliver is dropped
 ignore_bounce_errors_after = 0s

@@ -31,6 +31,7 @@ const RELAY = {
   e: 'fake-relay-password-eeee',
   f: 'fake-relay-password-ffff',
   g: 'fake-relay-password-gggg',
+  h: 'fake-relay-password-hhhh',
 };
 const UP = {
   a: 'fake-app-password-aaaa',
@@ -41,11 +42,13 @@ const UP = {
   e: 'fake-app-password-eeee',
   f: 'fake-app-password-ffff',
   g: 'fake-app-password-gggg',
+  h: 'fake-app-password-hhhh',
 };
 const SECRETS = [...Object.values(RELAY), ...Object.values(UP)];
 
 let upstream: SmtpSink; // the shared "smtp.gmail.com"
 let backup: SmtpSink; // the next route of a failover chain
+let blocking: SmtpSink; // an upstream that refuses this server's IP, as Google does
 let late: SmtpSink | undefined; // an upstream that comes up later
 let latePort: number;
 let deadPort: number;
@@ -94,6 +97,17 @@ beforeAll(async () => {
     },
   });
   backup = await startSmtpSink({ users: { 'backup@example.org': 'fake-backup-password' } });
+  blocking = await startSmtpSink({
+    users: { 'h@school-h.example': UP.h },
+    behaviour: (stage) =>
+      stage === 'mail'
+        ? {
+            code: 421,
+            message:
+              '4.7.0 [127.0.0.1] Our system has detected an unusual rate of unsolicited mail originating from your IP address.',
+          }
+        : undefined,
+  });
   deadPort = await refusedPort();
   latePort = await freePort();
   const org = (id: string, port = upstream.port, senders = [`${id.slice(-1)}@${id}.example`]) => ({
@@ -115,6 +129,7 @@ beforeAll(async () => {
     org('school-e', latePort),
     org('school-f', latePort),
     org('school-g'),
+    org('school-h', blocking.port),
   ];
   orgs = await validateOrganisations(input, { allowLoopbackUpstream: true });
   relay = await startRelay({ orgs, upstreamCa: upstream.ca });
@@ -124,7 +139,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.stop();
-  await Promise.allSettled([upstream?.close(), backup?.close(), late?.close()]);
+  await Promise.allSettled([upstream?.close(), backup?.close(), blocking?.close(), late?.close()]);
 });
 
 transportConformance({
@@ -338,6 +353,16 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
     expect(status.recipients[0]?.diagnosis?.id).toBe('upstream-daily-limit');
   });
 
+  it("the upstream blocks the server's IP (421 4.7.0 unusual rate…): kept in the queue, status says the IP is blocked", async () => {
+    const t = route('h');
+    const receipt = await t.send(message('h@school-h.example', subject('ip blocked')));
+    await t.close();
+    await relay.waitForLog((l) => l.includes(receipt.providerMessageId!) && l.includes(' == '));
+    const status = await t.status(receipt);
+    expect(status.state).toBe('deferred');
+    expect(status.recipients[0]?.diagnosis?.id).toBe('upstream-ip-blocked');
+  });
+
   it('the doctor says why, per organisation, with exit code 2 — and prints no secret', async () => {
     const report = await runDoctor({
       config: relay.configFile,
@@ -352,7 +377,7 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
     expect(by('queue-per-connection')?.status).toBe('ok');
     expect(by('loopback-only')?.status).toBe('ok');
     expect(by('file:upstreams')?.status).toBe('ok');
-    for (const id of ['a', 'b', 'c', 'd', 'g']) expect(by(`auth:school-${id}`)?.status).toBe('ok');
+    for (const id of ['a', 'b', 'c', 'd', 'g', 'h']) expect(by(`auth:school-${id}`)?.status).toBe('ok');
     expect(by(`upstream:127.0.0.1:${upstream.port}`)?.status).toBe('ok');
     expect(by(`upstream:127.0.0.1:${deadPort}`)?.status).toBe('fail');
     const queue = by('queue')!;
@@ -364,6 +389,7 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
     const badPassword = report.checks.find((c) => c.id === 'log:upstream-bad-credentials');
     expect(badPassword?.title).toContain('school-c');
     expect(report.checks.find((c) => c.id === 'log:upstream-daily-limit')?.title).toContain('school-g');
+    expect(report.checks.find((c) => c.id === 'log:upstream-ip-blocked')?.title).toContain('school-h');
     expect(report.version?.version).toMatch(/^4\./);
     expect(report.exitCode).toBe(2);
     const text = formatDoctorReport(report);
