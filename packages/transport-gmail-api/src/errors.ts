@@ -1,14 +1,13 @@
 import {
-  abortReason,
   type ErrorRule,
   type FailureFacts,
-  type FailurePhase,
-  failure,
+  type HttpHeaders,
+  httpFailure,
   MailError,
-  parseRetryAfter,
+  type RequestProgress,
   redact,
+  requestAborted,
 } from '@mailvia/core';
-import type { RequestProgress } from './progress.js';
 
 const ERRORS = 'https://developers.google.com/workspace/gmail/api/guides/handle-errors';
 const LIMITS = 'https://support.google.com/a/answer/166852';
@@ -108,7 +107,7 @@ interface HttpishError extends Error {
   response?: {
     status?: number;
     data?: unknown;
-    headers?: { get?(name: string): string | null } | Record<string, string>;
+    headers?: HttpHeaders;
   };
 }
 
@@ -145,15 +144,6 @@ function googleError(data: unknown): { reason?: string; text?: string } {
   return text ? { text } : {};
 }
 
-function header(err: HttpishError, name: string): string | undefined {
-  const h = err.response?.headers;
-  if (!h) return undefined;
-  if (typeof (h as { get?: unknown }).get === 'function') {
-    return (h as { get(n: string): string | null }).get(name) ?? undefined;
-  }
-  return (h as Record<string, string>)[name];
-}
-
 /** Everything needed to turn a failure into a {@link MailError}. */
 export interface FailureContext {
   route: string;
@@ -185,51 +175,44 @@ export function toMailError(err: unknown, ctx: FailureContext): MailError {
   const clean = (s: string) => redact(s, ctx.secrets).replace(/Bearer\s+[\w.~+/=-]+/g, 'Bearer ****');
   const status = statusOf(e);
   const auth = ctx.progress === undefined;
+  const sent = ctx.progress?.sent === true;
   if (status === undefined && ctx.deadline?.aborted) {
-    const signal = ctx.signal?.aborted ? ctx.signal : ctx.deadline;
-    const sent = ctx.progress?.sent === true;
-    return new MailError(
-      `${ctx.route}: ${ctx.action}: ${abortReason(signal)}${sent ? ' after the request was sent: outcome unknown' : ''}`,
-      {
-        kind: sent ? 'unknown' : 'unavailable',
-        phase: sent ? 'data-sent' : auth ? 'auth' : 'connect',
-        route: ctx.route,
-        code: 'EABORT',
-      },
-    );
+    return requestAborted({
+      route: ctx.route,
+      action: ctx.action,
+      signal: ctx.signal?.aborted ? ctx.signal : ctx.deadline,
+      sent,
+      ...(auth ? { phase: 'auth' as const } : {}),
+    });
   }
   if (status !== undefined) {
     const g = googleError(e.response?.data);
-    const retryAfter = parseRetryAfter(header(e, 'retry-after') ?? header(e, 'x-ratelimit-reset'));
     const text = clean(g.text ?? e.message);
     // an OAuth error code (invalid_grant…) is the code an application shows: keep it bare
     const oauthCode = auth && g.reason !== undefined && /^[a-z_]+$/.test(g.reason);
-    return failure({
+    return httpFailure({
       route: ctx.route,
-      phase: auth ? 'auth' : 'response',
-      ...(oauthCode ? {} : { httpStatus: status }),
+      ...(oauthCode ? { phase: 'auth' as const } : { status, ...(auth ? { phase: 'auth' as const } : {}) }),
+      ...(e.response?.headers ? { headers: e.response.headers } : {}),
+      sent: true,
       ...(g.reason !== undefined ? { errorCode: g.reason } : {}),
       text,
       message: `${ctx.action} answered ${status}${g.reason ? ` ${g.reason}` : ''}: ${text}${
         g.reason === 'invalid_grant' ? ' (the account must grant access again)' : ''
       }`,
-      ...(retryAfter !== undefined ? { retryAfter } : {}),
       rules: ctx.rules,
     });
   }
   const code = typeof e.code === 'string' ? e.code : e.name;
-  let phase: FailurePhase;
-  if (auth) phase = 'auth';
-  else if (ctx.progress?.sent) phase = 'data-sent';
-  else if (ctx.progress?.started) phase = 'connect';
-  else phase = 'envelope';
-  return failure({
+  return httpFailure({
     route: ctx.route,
-    phase,
+    sent: sent && !auth,
+    // a token request is authentication whatever became of it; no request at all: the client refused the input
+    ...(auth ? { phase: 'auth' as const } : !ctx.progress?.started ? { phase: 'envelope' as const } : {}),
     errorCode: code,
     text: clean(e.message),
     message: clean(
-      `${ctx.action} failed${phase === 'data-sent' ? ' after the request was sent, with no answer' : ''}: ${e.message}`,
+      `${ctx.action} failed${sent && !auth ? ' after the request was sent, with no answer' : ''}: ${e.message}`,
     ),
     rules: ctx.rules,
   });

@@ -1,20 +1,22 @@
-import { type Agent, Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import type { Agent } from 'node:http';
 import { gmail, type gmail_v1 } from '@googleapis/gmail';
 import {
-  abortReason,
   combineSignals,
-  MailError,
+  type MailError,
   type PreparedMessage,
   type Receipt,
+  type RequestProgress,
+  type RouteAgents,
+  requestAborted,
+  routeAgents,
   type SendOptions,
   type Transport,
+  withRequestProgress,
 } from '@mailvia/core';
 import { TokenSource } from './auth.js';
 import { type GmailApiRouteOptions, type ResolvedGmailOptions, resolveGmailOptions } from './config.js';
 import { base64urlPadded, gmailMime } from './convert.js';
 import { GMAIL_ERROR_RULES, statusOf, toMailError } from './errors.js';
-import { type RequestProgress, trackingAgent, withProgress } from './progress.js';
 
 /**
  * A route that sends through the Gmail API, `users.messages.send` (HTTPS, port 443), with the
@@ -41,22 +43,18 @@ class GmailApiTransport implements Transport {
   private readonly o: ResolvedGmailOptions;
   private readonly api: gmail_v1.Gmail;
   private readonly tokens: TokenSource;
-  private readonly agents: { http: Agent; https: Agent };
+  private readonly agents: RouteAgents;
 
   constructor(options: GmailApiRouteOptions) {
     this.o = resolveGmailOptions(options);
     this.name = this.o.name;
-    const given = this.o.agent;
-    this.agents = {
-      http: trackingAgent(given ?? new HttpAgent({ keepAlive: true }), !given),
-      https: trackingAgent(given ?? new HttpsAgent({ keepAlive: true }), !given),
-    };
+    this.agents = routeAgents(this.o.agent);
     this.tokens = new TokenSource(this.o, (url) => this.agentFor(url));
     this.api = gmail({ version: 'v1' });
   }
 
   private agentFor(url: URL): Agent {
-    return url.protocol === 'http:' ? this.agents.http : this.agents.https;
+    return this.agents.for(url);
   }
 
   private rules() {
@@ -64,12 +62,7 @@ class GmailApiTransport implements Transport {
   }
 
   private aborted(signal: AbortSignal, phase: 'connect' | 'auth'): MailError {
-    return new MailError(`${this.name}: ${abortReason(signal)}`, {
-      kind: 'unavailable',
-      phase,
-      route: this.name,
-      code: 'EABORT',
-    });
+    return requestAborted({ route: this.name, signal, sent: false, phase });
   }
 
   /** An access token, or a MailError (phase `auth`) saying why there is none. */
@@ -129,7 +122,7 @@ class GmailApiTransport implements Transport {
     const deadline = combineSignals([signal], this.o.timeout);
     let token = await this.token(signal, deadline);
     const attempt = (t: string) =>
-      withProgress(async (progress: RequestProgress) => {
+      withRequestProgress(async (progress: RequestProgress) => {
         try {
           return await this.post(raw, t, deadline);
         } catch (err) {
@@ -216,8 +209,7 @@ class GmailApiTransport implements Transport {
 
   async close(): Promise<void> {
     // the route's own agents close their sockets (and open new ones on the next send);
-    // an injected agent is left alone (see trackingAgent)
-    this.agents.http.destroy();
-    this.agents.https.destroy();
+    // an injected agent is left alone (see routeAgents)
+    this.agents.destroy();
   }
 }

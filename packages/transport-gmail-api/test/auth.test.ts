@@ -3,15 +3,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createOutbox, type MailError, MemoryRouteState, prepareMessage, RouteRegistry } from '@mailvia/core';
+import { type FaultProxy, type Prism, startFaultProxy, startPrism } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GmailApiRouteOptions, gmailApi, gmailApiRoute, maskGmailUrl, needsReconsent } from '../src/index.js';
-import { type FaultProxy, startFaultProxy } from './http-peers.js';
 import {
   decodeSend,
-  type Prism,
+  SWAGGER,
   serviceAccountKey,
   startGoogleTokenErrors,
-  startPrism,
   startTokenServer,
   type TokenServer,
 } from './peers.js';
@@ -31,7 +30,7 @@ const otherKey = serviceAccountKey();
 const issued: string[] = [];
 
 beforeAll(async () => {
-  [prism, tokens] = await Promise.all([startPrism(), startTokenServer()]);
+  [prism, tokens] = await Promise.all([startPrism(SWAGGER, { resolveFrom: import.meta.url }), startTokenServer()]);
   proxy = await startFaultProxy({ upstream: prism.url });
   tokens.server.service.on('beforeResponse', (response: { body: Record<string, unknown> }) => {
     issued.push(String(response.body.access_token));

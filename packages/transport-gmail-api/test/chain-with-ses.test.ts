@@ -3,19 +3,12 @@
 // from its package's sources by path, for this test only (no package depends on the other).
 import { randomUUID } from 'node:crypto';
 import { createMailer, type DeliveryError, failover, prepareMessage } from '@mailvia/core';
+import { type FaultProxy, type Prism, startCutter, startFaultProxy, startPrism } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ses, sesRoute } from '../../transport-ses/src/index.js';
 import { type SesPeer, startSesPeer } from '../../transport-ses/test/ses-peer.js';
 import { gmailApi, gmailApiRoute, needsReconsent } from '../src/index.js';
-import { type FaultProxy, startCutter, startFaultProxy } from './http-peers.js';
-import {
-  decodeSend,
-  type Prism,
-  startGoogleTokenErrors,
-  startPrism,
-  startTokenServer,
-  type TokenServer,
-} from './peers.js';
+import { decodeSend, SWAGGER, startGoogleTokenErrors, startTokenServer, type TokenServer } from './peers.js';
 
 const FROM = 'school-a@example.org';
 const CLIENT_ID = 'fake-client-id.apps.googleusercontent.com';
@@ -33,7 +26,7 @@ let googleErrors: Awaited<ReturnType<typeof startGoogleTokenErrors>>;
 
 beforeAll(async () => {
   [prism, tokens, sesPeer, cutter, googleErrors] = await Promise.all([
-    startPrism(),
+    startPrism(SWAGGER, { resolveFrom: import.meta.url }),
     startTokenServer(),
     startSesPeer(),
     startCutter(),

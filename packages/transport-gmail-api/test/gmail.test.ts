@@ -9,17 +9,25 @@ import {
   prepareMessage,
   smtp,
 } from '@mailvia/core';
-import { type SmtpSink, startSmtpSink, transportConformance } from '@mailvia/core/testing';
+import {
+  type FaultProxy,
+  type Prism,
+  type ProxyAction,
+  type SmtpSink,
+  startCutter,
+  startFaultProxy,
+  startPrism,
+  startSmtpSink,
+  transportConformance,
+} from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GmailApiRouteOptions, gmailApi, gmailApiRoute, needsReconsent } from '../src/index.js';
-import { type FaultProxy, type ProxyAction, startCutter, startFaultProxy } from './http-peers.js';
 import {
   decodeSend,
   discoveryViolations,
   type GmailSend,
-  type Prism,
+  SWAGGER,
   startGoogleTokenErrors,
-  startPrism,
   startTokenServer,
   type TokenServer,
 } from './peers.js';
@@ -40,7 +48,7 @@ const faults = new Map<string, ProxyAction>();
 
 beforeAll(async () => {
   [prism, tokens, googleErrors, cutter, sink] = await Promise.all([
-    startPrism(),
+    startPrism(SWAGGER, { resolveFrom: import.meta.url }),
     startTokenServer(),
     startGoogleTokenErrors({ clientSecret: CLIENT_SECRET, revoked: [REVOKED] }),
     startCutter(),

@@ -1,13 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createVerify, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
-import { freePort, type ReceivedMail } from '@mailvia/core/testing';
+import type { ReceivedMail, RecordedRequest } from '@mailvia/core/testing';
 import { OAuth2Server } from 'oauth2-mock-server';
-import type { RecordedRequest } from './http-peers.js';
 
 type ParsedMail = ReceivedMail['parsed'];
 // mailparser's types come with core (@types/mailparser); this package only has the module
@@ -15,61 +12,9 @@ const { simpleParser } = createRequire(import.meta.url)('mailparser') as {
   simpleParser(source: Buffer): Promise<ParsedMail>;
 };
 
+/** The Swagger 2.0 form of Gmail's discovery document, which Prism serves. */
 export const SWAGGER = '/work/shared/contracts/gmail/gmail.v1.prism-swagger2.json';
 export const DISCOVERY = '/work/shared/contracts/gmail/gmail.v1.json';
-
-/** Prism serving the Swagger 2.0 form of Gmail's discovery document, run by this Node (24). */
-export interface Prism {
-  url: string;
-  pid: number;
-  close(): Promise<void>;
-}
-
-export async function startPrism(): Promise<Prism> {
-  const cli = join(
-    dirname(createRequire(import.meta.url).resolve('@stoplight/prism-cli/package.json')),
-    'dist',
-    'index.js',
-  );
-  const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, [cli, 'mock', '-h', '127.0.0.1', '-p', String(port), SWAGGER], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  const onData = (c: Buffer) => {
-    log += c.toString();
-    if (log.length > 20_000) log = log.slice(-10_000);
-  };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Prism did not start in 60 s:\n${log.slice(-2000)}`)), 60_000);
-    const check = () => {
-      if (/Prism is listening/.test(log)) {
-        clearTimeout(timer);
-        child.stdout?.off('data', check);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', check);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`Prism exited (${code}) before listening:\n${log.slice(-2000)}`));
-    });
-  });
-  if (child.pid === undefined) throw new Error('Prism has no pid');
-  const pid = child.pid;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    pid,
-    close: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        process.kill(pid, 'SIGTERM');
-      }),
-  };
-}
 
 /** A send request as Gmail received it, decoded. */
 export interface GmailSend {
