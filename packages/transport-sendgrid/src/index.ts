@@ -18,3 +18,11 @@ export {
 } from './payload.js';
 export { sendgridApiRoute, sendgridSmtpRoute } from './routes.js';
 export { sendgridSmtp } from './smtp.js';
+export {
+  normaliseSendgridEvent,
+  SENDGRID_SIGNATURE_HEADER,
+  SENDGRID_TIMESTAMP_HEADER,
+  type SendgridWebhookOptions,
+  sendgridWebhook,
+  verifySendgridSignature,
+} from './webhooks.js';
