@@ -9,3 +9,9 @@ export {
 } from './message.js';
 export { mailgunRoute } from './routes.js';
 export { mailgun } from './transport.js';
+export {
+  type MailgunWebhookOptions,
+  mailgunWebhook,
+  normaliseMailgunEvent,
+  verifyMailgunSignature,
+} from './webhooks.js';
