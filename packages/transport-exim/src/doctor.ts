@@ -457,9 +457,27 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
   }
   const lastSuccess = new Map<string, string>();
   const findings = new Map<string, { d: Diagnosis; count: number; last: string; example: string; orgs: Set<string> }>();
+  const note = (d: Diagnosis, l: (typeof lines)[number]) => {
+    const org = l.queueId ? orgOfId.get(l.queueId) : undefined;
+    const f = findings.get(d.id) ?? { d, count: 0, last: '', example: '', orgs: new Set<string>() };
+    f.count++;
+    f.last = l.time ?? '';
+    f.example = clean(l.raw).slice(0, 300);
+    if (org) f.orgs.add(org);
+    findings.set(d.id, f);
+  };
+  // one meaning per delivery attempt: the upstream's reply on one line, Exim's summary on the next
+  let attempt: (typeof lines)[number][] = [];
+  const closeAttempt = () => {
+    const d = diagnoseAttempt(attempt.map((l) => l.text));
+    if (d && d.id !== 'retry-wait') note(d, attempt.find((l) => diagnose(l.text)?.id === d.id) ?? attempt.at(-1)!);
+    attempt = [];
+  };
   for (const l of lines) {
     const t = l.time ? Date.parse(l.time.replace(' ', 'T')) : Number.NaN;
     if (!Number.isNaN(t) && t < since) continue;
+    // this doctor's own probes are not news
+    if (l.raw.includes('mailvia-doctor')) continue;
     if (l.flag === '=>') {
       // H=name [address]:port (the port is logged with +outgoing_port, as the generated relay does)
       const h = / H=(\S+) \[[^\]]+\](?::(\d+))?/.exec(l.text);
@@ -467,17 +485,16 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
       continue;
     }
     if (l.flag === '<=' || l.flag === 'Completed') continue;
-    const d = diagnose(l.text);
-    if (!d || d.id === 'retry-wait') continue;
-    const org = l.queueId ? orgOfId.get(l.queueId) : undefined;
-    const key = `${d.id}`;
-    const f = findings.get(key) ?? { d, count: 0, last: '', example: '', orgs: new Set<string>() };
-    f.count++;
-    f.last = l.time ?? '';
-    f.example = clean(l.raw).slice(0, 300);
-    if (org) f.orgs.add(org);
-    findings.set(key, f);
+    if (!l.queueId) {
+      const d = diagnose(l.text);
+      if (d && d.id !== 'retry-wait') note(d, l);
+      continue;
+    }
+    if (attempt.length && attempt[0]!.queueId !== l.queueId) closeAttempt();
+    attempt.push(l);
+    if (l.flag === '==' || l.flag === '**') closeAttempt();
   }
+  if (attempt.length) closeAttempt();
   for (const f of findings.values()) {
     add({
       id: `log:${f.d.id}`,

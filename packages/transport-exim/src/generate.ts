@@ -453,6 +453,8 @@ mailvia_acl_data:
 ${dataAclStatements()}  accept
 
 mailvia_acl_not_smtp:
+  # Exim's own bounce of a message the upstream refused (it goes nowhere: see mailvia_unrouted)
+  accept  senders = :
   deny    message = this relay takes mail only over authenticated SMTP
 
 begin routers

@@ -351,6 +351,9 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
     const status = await t.status(receipt);
     expect(status.state).toBe('failed');
     expect(status.recipients[0]?.diagnosis?.id).toBe('upstream-daily-limit');
+    // the relay's own bounce goes nowhere: the failed message leaves the queue, nothing is frozen
+    await relay.waitForLog((l) => l.includes(`${limitedId} Completed`));
+    expect((await relay.queue()).some((q) => q.queueId === limitedId || q.frozen)).toBe(false);
   });
 
   it("the upstream blocks the server's IP (421 4.7.0 unusual rate…): kept in the queue, status says the IP is blocked", async () => {
