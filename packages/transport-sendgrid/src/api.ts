@@ -1,14 +1,17 @@
 import {
-  abortReason,
-  type FailurePhase,
-  failure,
+  type HttpHeaders,
+  headerValue,
+  httpFailure,
   MailError,
   type PreparedMessage,
-  parseRetryAfter,
   type Receipt,
+  type RouteAgents,
   redact,
+  requestAborted,
+  routeAgents,
   type SendOptions,
   type Transport,
+  withRequestProgress,
 } from '@mailvia/core';
 import { Client } from '@sendgrid/client';
 import type { ClientRequest } from '@sendgrid/client/src/request.js';
@@ -21,9 +24,7 @@ interface SdkError {
   code?: string | number;
   message?: string;
   /** ResponseError: the answer. */
-  response?: { headers?: Record<string, unknown>; body?: unknown };
-  /** axios: the Node request, which tells whether the whole body was written. */
-  request?: { writableFinished?: boolean };
+  response?: { headers?: HttpHeaders; body?: unknown };
 }
 
 interface ApiErrorBody {
@@ -37,11 +38,6 @@ type SdkDefaults = Omit<ClientRequest, 'httpsAgent'> & {
   signal?: AbortSignal;
   httpAgent?: unknown;
   httpsAgent?: unknown;
-};
-
-const header = (headers: Record<string, unknown> | undefined, name: string): string | undefined => {
-  const v = headers?.[name] ?? headers?.[name.toLowerCase()];
-  return typeof v === 'string' ? v : Array.isArray(v) ? String(v[0]) : v === undefined ? undefined : String(v);
 };
 
 /**
@@ -62,9 +58,12 @@ export function sendgridApi(options: SendgridApiOptions): Transport {
 class SendgridApiTransport implements Transport {
   readonly specificationVersion = 'v1' as const;
   readonly name: string;
+  /** The caller's agent, or the route's own keep-alive agents; they tell whether a request was fully sent. */
+  private readonly agents: RouteAgents;
 
   constructor(private readonly config: SendgridApiConfig) {
     this.name = config.name;
+    this.agents = routeAgents(config.agent);
   }
 
   /** A client per request: the abort signal and the agent travel with the request, not a shared object. */
@@ -78,11 +77,12 @@ class SendgridApiTransport implements Transport {
     const defaults: SdkDefaults = {
       url: '',
       baseUrl: this.config.baseUrl,
-      // the native request (no redirect follower) tells whether the body was written
+      // an API answer is final: no redirect follower (and the key goes to no other host)
       maxRedirects: 0,
       timeout: this.config.timeout,
       ...(signal ? { signal } : {}),
-      ...(this.config.agent ? { httpAgent: this.config.agent, httpsAgent: this.config.agent } : {}),
+      httpAgent: this.agents.http,
+      httpsAgent: this.agents.https,
     };
     c.setDefaultRequest(defaults as ClientRequest);
     return c;
@@ -113,16 +113,15 @@ class SendgridApiTransport implements Transport {
         code: 'ENOTO',
       });
     }
-    let status: number;
-    let headers: Record<string, unknown>;
-    try {
-      const [res] = await this.client(signal).request({ url: '/v3/mail/send', method: 'POST', body });
-      status = res.statusCode;
-      headers = res.headers as Record<string, unknown>;
-    } catch (err) {
-      throw this.fail(err, signal, body);
-    }
-    const providerMessageId = header(headers, 'x-message-id');
+    const [res] = await withRequestProgress(async (progress) => {
+      try {
+        return await this.client(signal).request({ url: '/v3/mail/send', method: 'POST', body });
+      } catch (err) {
+        throw this.fail(err, signal, progress.sent, body);
+      }
+    });
+    const status = res.statusCode;
+    const providerMessageId = headerValue(res.headers as HttpHeaders, 'x-message-id');
     const p = body.personalizations[0]!;
     const accepted = [...p.to, ...(p.cc ?? []), ...(p.bcc ?? [])].map((a) => a.email);
     return {
@@ -144,12 +143,13 @@ class SendgridApiTransport implements Transport {
   async verify(options: { signal?: AbortSignal } = {}): Promise<void> {
     const { signal } = options;
     if (signal?.aborted) throw this.aborted(signal, false);
-    let body: unknown;
-    try {
-      [, body] = await this.client(signal).request({ url: '/v3/scopes', method: 'GET' });
-    } catch (err) {
-      throw this.fail(err, signal, undefined, 'connect');
-    }
+    const [, body] = await withRequestProgress(async (progress) => {
+      try {
+        return await this.client(signal).request({ url: '/v3/scopes', method: 'GET' });
+      } catch (err) {
+        throw this.fail(err, signal, progress.sent);
+      }
+    });
     const scopes = (body as { scopes?: unknown } | undefined)?.scopes;
     if (!Array.isArray(scopes) || !scopes.includes('mail.send')) {
       throw new MailError(`${this.name}: the API key does not have the Mail Send permission (mail.send scope)`, {
@@ -163,7 +163,8 @@ class SendgridApiTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    // no connection of its own: the agent (given or global) keeps its sockets
+    // closes the route's own agents' sockets; a given agent is left alone
+    this.agents.destroy();
   }
 
   private clean(err: unknown): string {
@@ -172,57 +173,41 @@ class SendgridApiTransport implements Transport {
   }
 
   private aborted(signal: AbortSignal, sent: boolean): MailError {
-    return new MailError(
-      `${this.name}: ${abortReason(signal)}${sent ? ' after the request was sent: outcome unknown' : ''}`,
-      {
-        kind: sent ? 'unknown' : 'unavailable',
-        phase: sent ? 'data-sent' : 'connect',
-        route: this.name,
-        code: 'EABORT',
-      },
-    );
+    return requestAborted({ route: this.name, signal, sent });
   }
 
   /** Classifies what the SDK rejected with; the raw error (which holds the request headers) is not kept. */
-  private fail(
-    err: unknown,
-    signal: AbortSignal | undefined,
-    body: MailSendBody | undefined,
-    before: FailurePhase = 'connect',
-  ): MailError {
+  private fail(err: unknown, signal: AbortSignal | undefined, sent: boolean, body?: MailSendBody): MailError {
     const e = (err ?? {}) as SdkError;
     const secrets = [this.config.apiKey];
+    const rules = [...this.config.rules, ...SENDGRID_API_RULES];
     if (typeof e.code === 'number' && e.response) {
       const status = e.code;
-      const details = describeErrors(e.response.body, header(e.response.headers, 'sl-violations'));
+      const details = describeErrors(e.response.body, headerValue(e.response.headers, 'sl-violations'));
       const text = redact(details || (e.message ?? ''), secrets);
-      const retryAfter =
-        parseRetryAfter(header(e.response.headers, 'retry-after')) ??
-        parseRetryAfter(header(e.response.headers, 'x-ratelimit-reset'));
       const recipients = body ? refusedRecipients(e.response.body, body) : [];
-      return failure({
+      return httpFailure({
         route: this.name,
-        phase: 'response',
-        httpStatus: status,
+        status,
+        ...(e.response.headers ? { headers: e.response.headers } : {}),
+        sent: true,
         text,
         message: `HTTP ${status}${e.message ? ` ${e.message}` : ''}${text && text !== e.message ? `: ${text}` : ''}`,
-        ...(retryAfter !== undefined && status === 429 ? { retryAfter } : {}),
         ...(recipients.length ? { recipients } : {}),
-        rules: [...this.config.rules, ...SENDGRID_API_RULES],
+        rules,
         cause: new Error(`HTTP ${status}`),
       });
     }
-    const sent = e.request?.writableFinished === true;
     if (signal?.aborted) return this.aborted(signal, sent);
     const code = typeof e.code === 'string' ? e.code : undefined;
     const message = redact(e.message ?? String(err), secrets);
-    return failure({
+    return httpFailure({
       route: this.name,
-      phase: sent ? 'data-sent' : before,
+      sent,
       ...(code ? { errorCode: code } : {}),
       text: message,
       message: sent ? `${message} (after the whole request was sent: SendGrid may have the mail)` : message,
-      rules: [...this.config.rules, ...SENDGRID_API_RULES],
+      rules,
       cause: Object.assign(new Error(message), code ? { code } : {}),
     });
   }

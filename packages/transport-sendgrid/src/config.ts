@@ -1,6 +1,15 @@
-import { createHash } from 'node:crypto';
 import type { Agent } from 'node:http';
-import { type ErrorRule, isLoopbackHost, RouteConfigError, type SmtpRouteOptions } from '@mailvia/core';
+import {
+  checkBaseUrl,
+  checkRequestHeaders,
+  type ErrorRule,
+  keyFingerprint,
+  RouteConfigError,
+  type SmtpRouteOptions,
+} from '@mailvia/core';
+
+// core's, re-exported here for the package's public API (and routes.ts)
+export { checkBaseUrl, keyFingerprint };
 
 /** SendGrid's Web API v3 hosts, by data residency. */
 export const SENDGRID_API_URLS = {
@@ -67,41 +76,10 @@ export interface SendgridSmtpOptions extends Omit<SmtpRouteOptions, 'host' | 'po
   name?: string;
 }
 
-/** A short, one-way fingerprint of a key: tells two keys apart in route names without showing either. */
-export function keyFingerprint(key: string): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 8);
-}
-
 function checkKey(apiKey: unknown): string {
   if (typeof apiKey !== 'string' || apiKey.trim() === '') throw new RouteConfigError('apiKey', 'is required');
   if (/[\s\r\n]/.test(apiKey)) throw new RouteConfigError('apiKey', 'contains white space or a line break');
   return apiKey;
-}
-
-/**
- * Checks a base URL: http(s) only, no credentials in it, and clear text only to loopback.
- * Returns it without a trailing slash.
- */
-export function checkBaseUrl(raw: string, part = 'baseUrl', where?: string): string {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new RouteConfigError(part, 'is not a URL', where);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new RouteConfigError(part, `${url.protocol} is not http: or https:`, where);
-  }
-  if (url.username || url.password) throw new RouteConfigError(part, 'must not carry credentials', where);
-  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
-    throw new RouteConfigError(
-      part,
-      `http: to ${url.hostname} would send the API key in clear text; use https:`,
-      where,
-    );
-  }
-  if (url.search || url.hash) throw new RouteConfigError(part, 'must not have a query or fragment', where);
-  return url.href.replace(/\/+$/, '');
 }
 
 /** Fills the defaults of {@link SendgridApiOptions}; throws a RouteConfigError naming the bad option. */
@@ -114,11 +92,7 @@ export function resolveApiConfig(options: SendgridApiOptions): SendgridApiConfig
   const baseUrl = checkBaseUrl(options.baseUrl ?? SENDGRID_API_URLS[region]);
   const timeout = options.timeout ?? 30_000;
   if (!Number.isFinite(timeout) || timeout <= 0) throw new RouteConfigError('timeout', 'must be a positive number');
-  const headers = { ...(options.headers ?? {}) };
-  for (const [k, v] of Object.entries(headers)) {
-    if (/^authorization$/i.test(k)) throw new RouteConfigError(`headers.${k}`, 'is set from apiKey');
-    if (/[\r\n]/.test(k) || /[\r\n]/.test(v)) throw new RouteConfigError(`headers.${k}`, 'contains a line break');
-  }
+  const headers = checkRequestHeaders(options.headers);
   return {
     apiKey,
     baseUrl,

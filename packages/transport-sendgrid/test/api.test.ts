@@ -1,10 +1,17 @@
 import { Agent } from 'node:http';
 import { connect } from 'node:net';
 import { createMailer, MailError, type PreparedMessage, prepareMessage, type Transport } from '@mailvia/core';
-import { refusedPort, transportConformance } from '@mailvia/core/testing';
+import {
+  type HttpPeer,
+  type Prism,
+  refusedPort,
+  reply,
+  startHttpPeer,
+  startPrism,
+  transportConformance,
+} from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MESSAGE_ID_ARG, type SendgridApiOptions, sendgridApi, sendgridApiRoute } from '../src/index.js';
-import { type HttpPeer, type Prism, reply, startHttpPeer, startPrism } from './peers.js';
 
 const SPEC = '/work/shared/contracts/sendgrid/tsg_mail_v3.json';
 const KEY = 'SG.fake-key-aaaaaaaaaaaaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb';
@@ -18,7 +25,7 @@ let dropper: HttpPeer;
 
 beforeAll(async () => {
   [prism, deadPort, limiter, dropper] = await Promise.all([
-    startPrism(SPEC),
+    startPrism(SPEC, { resolveFrom: import.meta.url }),
     refusedPort(),
     startHttpPeer((_ex, res) =>
       reply(res, 429, { errors: [{ field: null, message: 'too many requests' }] }, { 'retry-after': '30' }),
