@@ -1,6 +1,8 @@
-import { createHash } from 'node:crypto';
 import type { Agent } from 'node:http';
-import { type ErrorRule, isLoopbackHost, RouteConfigError } from '@mailvia/core';
+import { checkBaseUrl, checkRequestHeaders, type ErrorRule, keyFingerprint, RouteConfigError } from '@mailvia/core';
+
+// core's, re-exported here for the package's public API (and routes.ts)
+export { checkBaseUrl, keyFingerprint };
 
 /** Mailgun's API hosts, by region. A key works only in the region its account lives in. */
 export const MAILGUN_API_URLS = {
@@ -53,34 +55,6 @@ export interface MailgunConfig {
   rules: readonly ErrorRule[];
 }
 
-/** A short, one-way fingerprint of a key: tells two keys apart in route names without showing either. */
-export function keyFingerprint(key: string): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 8);
-}
-
-/** Checks a base URL: http(s), no credentials, clear text only to loopback. Returns it without a trailing slash. */
-export function checkBaseUrl(raw: string, part = 'baseUrl', where?: string): string {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new RouteConfigError(part, 'is not a URL', where);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new RouteConfigError(part, `${url.protocol} is not http: or https:`, where);
-  }
-  if (url.username || url.password) throw new RouteConfigError(part, 'must not carry credentials', where);
-  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
-    throw new RouteConfigError(
-      part,
-      `http: to ${url.hostname} would send the API key in clear text; use https:`,
-      where,
-    );
-  }
-  if (url.search || url.hash) throw new RouteConfigError(part, 'must not have a query or fragment', where);
-  return url.href.replace(/\/+$/, '');
-}
-
 const DOMAIN = /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/i;
 
 /** Fills the defaults of {@link MailgunOptions}; throws a RouteConfigError naming the bad option. */
@@ -98,11 +72,7 @@ export function resolveConfig(options: MailgunOptions): MailgunConfig {
   const baseUrl = checkBaseUrl(options.baseUrl ?? MAILGUN_API_URLS[region]);
   const timeout = options.timeout ?? 30_000;
   if (!Number.isFinite(timeout) || timeout <= 0) throw new RouteConfigError('timeout', 'must be a positive number');
-  const headers = { ...(options.headers ?? {}) };
-  for (const [k, v] of Object.entries(headers)) {
-    if (/^authorization$/i.test(k)) throw new RouteConfigError(`headers.${k}`, 'is set from apiKey');
-    if (/[\r\n]/.test(k) || /[\r\n]/.test(v)) throw new RouteConfigError(`headers.${k}`, 'contains a line break');
-  }
+  const headers = checkRequestHeaders(options.headers);
   return {
     apiKey,
     domain: domain.toLowerCase(),

@@ -1,11 +1,11 @@
 import {
-  abortReason,
   failure,
+  httpFailure,
   MailError,
   type PreparedMessage,
-  parseRetryAfter,
   type Receipt,
   redact,
+  requestAborted,
   type SendOptions,
   type Transport,
 } from '@mailvia/core';
@@ -145,15 +145,7 @@ class MailgunTransport implements Transport {
   }
 
   private aborted(signal: AbortSignal, sent: boolean): MailError {
-    return new MailError(
-      `${this.name}: ${abortReason(signal)}${sent ? ' after the request was sent: outcome unknown' : ''}`,
-      {
-        kind: sent ? 'unknown' : 'unavailable',
-        phase: sent ? 'data-sent' : 'connect',
-        route: this.name,
-        code: 'EABORT',
-      },
-    );
+    return requestAborted({ route: this.name, signal, sent });
   }
 
   private fail(err: unknown, signal: AbortSignal | undefined): MailError {
@@ -169,9 +161,11 @@ class MailgunTransport implements Transport {
     if (status === undefined || code === NOT_THE_API) {
       if (signal?.aborted) return this.aborted(signal, sent);
       const message = redact(err.message, secrets);
-      return failure({
+      return httpFailure({
         route: this.name,
-        phase: code === NOT_THE_API ? 'response' : sent ? 'data-sent' : 'connect',
+        sent,
+        // a 2xx that is not the API's JSON: an answer, but not one the messages API gives
+        ...(code === NOT_THE_API ? { phase: 'response' as const } : {}),
         ...(code ? { errorCode: code } : {}),
         text: message,
         message:
@@ -183,25 +177,22 @@ class MailgunTransport implements Transport {
       });
     }
     const said = redact(describe(body), secrets);
-    const header = (name: string) => {
-      const v = headers?.[name];
-      return Array.isArray(v) ? v[0] : v;
-    };
-    const retryAfter =
-      parseRetryAfter(header('retry-after')) ?? parseRetryAfter(header('x-ratelimit-reset')) ?? secondsIn(said);
+    const retryAfter = secondsIn(said);
     const hint =
       status === 401
         ? ` (the key is wrong, or it belongs to the other region: this route calls ${new URL(this.config.baseUrl).host})`
         : status === 404
           ? ` (is ${this.config.domain} a domain of this account, in this region?)`
           : '';
-    return failure({
+    return httpFailure({
       route: this.name,
-      phase: 'response',
-      httpStatus: status,
+      status,
+      ...(headers ? { headers } : {}),
+      sent: true,
       text: said,
       message: `${redact(err.message, secrets)}${said ? `: ${said}` : ''}${hint}`,
-      ...(status === 429 && retryAfter !== undefined ? { retryAfter } : {}),
+      // Mailgun's 429 may say the wait only in words: "try again after 120 seconds"
+      ...(retryAfter !== undefined ? { retryAfter } : {}),
       rules,
       cause: new Error(`HTTP ${status}`),
     });

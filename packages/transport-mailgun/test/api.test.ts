@@ -11,10 +11,17 @@ import {
   RouteRegistry,
   type Transport,
 } from '@mailvia/core';
-import { refusedPort, transportConformance } from '@mailvia/core/testing';
+import {
+  type HttpPeer,
+  type Prism,
+  refusedPort,
+  reply,
+  startHttpPeer,
+  startPrism,
+  transportConformance,
+} from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MailgunOptions, MESSAGE_ID_VARIABLE, mailgun, mailgunRoute } from '../src/index.js';
-import { type HttpPeer, type Prism, reply, startHttpPeer, startPrism } from './peers.js';
 
 const SPEC = '/work/shared/contracts/mailgun/mailgun-openapi.prism-relaxed.yaml';
 const KEY = 'fake-mailgun-key-0123456789abcdef-aaaaaaaa-bbbbbbbb';
@@ -27,7 +34,7 @@ let dropper: HttpPeer;
 
 beforeAll(async () => {
   [prism, deadPort, dropper] = await Promise.all([
-    startPrism(SPEC),
+    startPrism(SPEC, { resolveFrom: import.meta.url }),
     refusedPort(),
     startHttpPeer((_ex, _res, req) => req.socket.destroy()),
   ]);

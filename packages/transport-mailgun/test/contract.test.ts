@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { prepareMessage } from '@mailvia/core';
+import { type HttpExchange, type HttpPeer, reply, startHttpPeer } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { mailgun } from '../src/index.js';
-import { type HttpExchange, type HttpPeer, reply, startHttpPeer } from './peers.js';
 
 /**
  * Mailgun's ORIGINAL contract (not the relaxed copy Prism serves) checked against the multipart

@@ -1,10 +1,9 @@
 import { createMailer, DeliveryError, failover, prepareMessage } from '@mailvia/core';
-import { refusedPort } from '@mailvia/core/testing';
+import { type HttpPeer, type Prism, refusedPort, reply, startHttpPeer, startPrism } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // test only: a chain spanning two providers (route packages never import each other in src)
 import { sendgridApi, sendgridApiRoute } from '../../transport-sendgrid/src/index.js';
 import { mailgun, mailgunRoute } from '../src/index.js';
-import { type HttpPeer, type Prism, reply, startHttpPeer, startPrism } from './peers.js';
 
 const SPEC = '/work/shared/contracts/mailgun/mailgun-openapi.prism-relaxed.yaml';
 const SG_KEY = 'SG.fake-chain-key-iiiiiiiiiiiiiiiiii.jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj';
@@ -19,7 +18,7 @@ let mailgunCapture: HttpPeer;
 
 beforeAll(async () => {
   [prism, deadPort, creditsSpent, dropper, mailgunCapture] = await Promise.all([
-    startPrism(SPEC),
+    startPrism(SPEC, { resolveFrom: import.meta.url }),
     refusedPort(),
     startHttpPeer((_ex, res) =>
       reply(res, 401, { errors: [{ field: null, message: 'Maximum credits exceeded', help: null }] }),
