@@ -638,14 +638,7 @@ export class DeliveryEngine {
         );
     }
     if (attempts >= maxAttempts)
-      return this.dead(
-        job,
-        attempts,
-        unknown,
-        `gave up after ${attempts} attempts: ${why(error)}`,
-        error,
-        lastRoute,
-      );
+      return this.dead(job, attempts, unknown, `gave up after ${attempts} attempts: ${why(error)}`, error, lastRoute);
     return this.retry(
       job,
       error,
@@ -716,7 +709,12 @@ export class DeliveryEngine {
    */
   async resend(id: string): Promise<EnqueueResult> {
     const queue = this.queue();
-    const job = await queue.get(id);
+    let job = await queue.get(id);
+    // the log says dead a moment before the queue applies it: wait for the queue to catch up
+    for (let i = 0; i < 40 && job?.state === 'active' && (await this.stores.log?.get(id))?.status === 'dead'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      job = await queue.get(id);
+    }
     if (!job) {
       throw new MailError(
         `delivery ${id} is not in the queue (a direct send, or pruned): only queued deliveries can be resent`,

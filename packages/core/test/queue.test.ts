@@ -84,7 +84,7 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     expect(rec.attempts).toBe(1);
     expect(rec.history.map((h) => h.status)).toEqual(['ok']);
     expect(rec.history[0]!.response).toContain('250');
-    expect((await m.queue!.get(r.id))?.state).toBe('sent');
+    await until(async () => (await m.queue!.get(r.id))?.state === 'sent');
     await new Promise((res) => setTimeout(res, 200));
     expect(a.received).toHaveLength(1);
   });
@@ -137,11 +137,12 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
   });
 
   it('a permanent refusal goes to the dead-letter state and feeds the suppression list, checked before sending', async () => {
-    const a = await sink((stage, d) =>
-      stage === 'rcpt' && d.address === 'gone@example.org'
-        ? { code: 550, message: '5.1.1 No such user here' }
-        : undefined,
-    );
+    let askedForGone = 0;
+    const a = await sink((stage, d) => {
+      if (stage !== 'rcpt' || d.address !== 'gone@example.org') return undefined;
+      askedForGone++;
+      return { code: 550, message: '5.1.1 No such user here' };
+    });
     const m = mailer({ school: [route(a)] });
     const dead: MailerEvents['dead'][0][] = [];
     m.on('dead', (e) => dead.push(e));
@@ -152,12 +153,11 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     expect(rec.status).toBe('dead');
     expect(rec.kind).toBe('refused');
     expect(rec.reason).toContain('5.1.1');
-    expect((await m.queue!.get(r.id))?.state).toBe('dead');
+    await until(async () => (await m.queue!.get(r.id))?.state === 'dead');
     const entry = await m.suppression!.has('school', 'GONE@example.org');
     expect(entry?.source).toBe('refused');
     expect(entry?.code).toContain('550');
-    // suppressed now: not tried again, no connection made
-    const before = a.connections;
+    // suppressed now: never offered to the server again
     const r2 = await m.enqueue(mail('again', { to: 'gone@example.org' }), { organisation: 'school' });
     await until(() => dead.length === 2);
     expect((await m.log!.get(r2.id))?.reason).toContain('suppression list');
@@ -167,8 +167,9 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     });
     // other recipients of a mail still get it; the suppressed one is left out of the envelope
     await m.send(mail('both', { to: ['gone@example.org', 'parent@example.org'] }), { organisation: 'school' });
-    expect(a.received.at(-1)!.to).toEqual(['parent@example.org']);
-    expect(a.connections).toBe(before + 1);
+    expect(a.received.map((x) => x.parsed.subject)).toEqual(['mail both']);
+    expect(a.received[0]!.to).toEqual(['parent@example.org']);
+    expect(askedForGone).toBe(1);
     // another organisation is not affected, and clearing the entry lets mail through
     expect(await m.suppression!.has('other', 'gone@example.org')).toBeUndefined();
     expect(await m.suppression!.remove('school', 'gone@example.org')).toBe(true);
@@ -221,7 +222,7 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     expect(b.received).toHaveLength(2);
     expect(events).toEqual(['warning 4/5 perDay', 'exhausted 5/5']);
 
-    const ids = [];
+    const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await m.enqueue(mail(`s${i}`), { organisation: 'small' })).id);
     await solo.waitFor(2);
     await until(async () => (await m.log!.get(ids[2]!))?.nextAttemptAt !== undefined);
@@ -240,7 +241,7 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
   it('resends a dead delivery with its id and Message-ID; two concurrent resends send once', async () => {
     let refuse = true;
     const a = await sink((stage) =>
-      stage === 'data' && refuse ? { code: 554, message: '5.7.1 Message refused by policy' } : undefined,
+      stage === 'data' && refuse ? { code: 554, message: '5.6.0 Message content refused' } : undefined,
     );
     const m = mailer({ school: [route(a)] });
     const dead: string[] = [];
