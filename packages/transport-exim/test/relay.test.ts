@@ -400,6 +400,20 @@ describe('when the upstream fails, the mail stays in the relay and the relay say
     expect(JSON.stringify(report)).not.toContain(UP.a);
   });
 
+  it('the doctor with --upstream-auth logs in to each upstream as the organisation and names the refused one', async () => {
+    const report = await runDoctor({
+      config: relay.configFile,
+      organisations: orgs.filter((o) => ['school-a', 'school-c'].includes(o.id)),
+      upstreamAuth: true,
+      upstreamCa: upstream.ca,
+    });
+    expect(report.checks.find((c) => c.id === 'upstream:school-a')?.status).toBe('ok');
+    const c = report.checks.find((x) => x.id === 'upstream:school-c')!;
+    expect(c.status).toBe('fail');
+    expect(c.title).toMatch(/login refused/);
+    for (const s of SECRETS) expect(JSON.stringify(report)).not.toContain(s);
+  });
+
   it('the CLI doctor gives the same verdict as an exit code, and --json', async () => {
     let out = '';
     const code = await runCli(
