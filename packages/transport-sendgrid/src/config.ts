@@ -35,8 +35,8 @@ export interface SendgridApiOptions {
   baseUrl?: string;
   /**
    * The agent that opens connections (for `http:` and `https:` alike), e.g. a SOCKS proxy agent
-   * when the host only reaches the Internet through a proxy.
-   * @default Node's global agent
+   * when the host only reaches the Internet through a proxy. The route never destroys it.
+   * @default keep-alive agents of the route, closed by `close()`
    */
   agent?: Agent;
   /** Give up on a request after this long (ms); an answer that never comes after the body was sent is an unknown outcome. @default 30_000 */
