@@ -429,7 +429,7 @@ export async function benchExim(): Promise<Record<string, unknown>> {
       measure: `relay: send → upstream p50 / p99 with ${CONCURRENCY} in flight`,
       value: ms(fast.relay.deliveredP50),
       unit: 'ms',
-      note: `p99 ${ms(fast.relay.deliveredP99)} ms: mostly waiting for one of the 3 connections to the relay at its saturation rate`,
+      note: `p99 ${ms(fast.relay.deliveredP99)} ms: mails queue at the relay's saturation rate (Exim forks per message)`,
     },
     {
       measure: 'relay: mail that waited for a queue run',
