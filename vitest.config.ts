@@ -9,6 +9,8 @@ export default defineConfig({
     alias: [
       { find: /^@mailvia\/core\/testing$/, replacement: src('./packages/core/src/testing/index.ts') },
       { find: /^@mailvia\/core$/, replacement: src('./packages/core/src/index.ts') },
+      // A route package's sources, for tests of another package that use it (express's webhook tests).
+      { find: /^@mailvia\/(transport-[a-z0-9-]+)$/, replacement: src('./packages/$1/src/index.ts') },
     ],
   },
   test: {

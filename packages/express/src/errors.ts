@@ -1,4 +1,4 @@
-import { MailError } from '@mailvia/core';
+import { MailError, WebhookRefusal } from '@mailvia/core';
 import type { ErrorRequestHandler } from 'express';
 
 /** Where every error code of this package is explained. */
@@ -104,6 +104,7 @@ export class MailviaSetupError extends TypeError {
 /** Turns anything thrown while answering into a {@link MailviaHttpError}. */
 export function toHttpError(err: unknown): MailviaHttpError {
   if (err instanceof MailviaHttpError) return err;
+  if (WebhookRefusal.isInstance(err)) return new MailviaHttpError(err.code, err.message);
   if (MailError.isInstance(err)) {
     if (err.code === 'EINVALID' && err.phase === 'validate') {
       const field = (err as MailError & { field?: string }).field;
@@ -137,7 +138,7 @@ export function toHttpError(err: unknown): MailviaHttpError {
  */
 export function mailviaErrorHandler(): ErrorRequestHandler {
   return (err, _req, res, next) => {
-    if (!(err instanceof MailviaHttpError) && !MailError.isInstance(err)) {
+    if (!(err instanceof MailviaHttpError) && !MailError.isInstance(err) && !WebhookRefusal.isInstance(err)) {
       next(err);
       return;
     }

@@ -1,3 +1,14 @@
+// The webhook contract lives in core (provider packages implement it); re-exported for convenience.
+export {
+  type ProviderEvent,
+  type VerifiedWebhook,
+  WEBHOOK_EVENT_TYPES,
+  type WebhookEvent,
+  type WebhookEventType,
+  WebhookRefusal,
+  type WebhookRequest,
+  type WebhookVerifier,
+} from '@mailvia/core';
 export {
   type AdminAction,
   type AdminMailer,
@@ -27,28 +38,6 @@ export {
   type OrganisationResolver,
 } from './middleware.js';
 export { type MailviaOutboxOptions, mailviaOutbox } from './outbox/page.js';
-export {
-  type MailgunWebhookOptions,
-  mailgunWebhook,
-  normaliseMailgunEvent,
-  verifyMailgunSignature,
-} from './webhooks/providers/mailgun.js';
-export {
-  normaliseSendgridEvent,
-  SENDGRID_SIGNATURE_HEADER,
-  SENDGRID_TIMESTAMP_HEADER,
-  type SendgridWebhookOptions,
-  sendgridWebhook,
-  verifySendgridSignature,
-} from './webhooks/providers/sendgrid.js';
-export {
-  normaliseSesNotification,
-  type SesWebhookOptions,
-  SNS_URL_PATTERN,
-  type SnsMessage,
-  sesWebhook,
-  snsStringToSign,
-} from './webhooks/providers/ses.js';
 export { MemoryReplayStore, type ReplayStore } from './webhooks/replay.js';
 export {
   keepRawBody,
@@ -58,13 +47,3 @@ export {
   type WebhookRefusalInfo,
 } from './webhooks/router.js';
 export { defaultSuppress, type WebhookStores } from './webhooks/stores.js';
-export {
-  type ProviderEvent,
-  type VerifiedWebhook,
-  WEBHOOK_EVENT_TYPES,
-  type WebhookEvent,
-  type WebhookEventType,
-  WebhookRefusal,
-  type WebhookRequest,
-  type WebhookVerifier,
-} from './webhooks/types.js';

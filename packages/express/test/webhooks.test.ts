@@ -1,55 +1,26 @@
 import { createHmac, createSign, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { createMailer, memoryStores } from '@mailvia/core';
 import { testCertificate } from '@mailvia/core/testing';
+// The provider packages' verifiers, handed to the receiver as an application does.
+import { mailgunWebhook } from '@mailvia/transport-mailgun';
+import { sendgridWebhook, verifySendgridSignature } from '@mailvia/transport-sendgrid';
+import { sesWebhook } from '@mailvia/transport-ses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   keepRawBody,
-  mailgunWebhook,
   mailviaWebhooks,
-  sendgridWebhook,
-  sesWebhook,
-  verifyMailgunSignature,
-  verifySendgridSignature,
   type WebhookEvent,
+  WebhookRefusal,
   type WebhookRefusalInfo,
+  type WebhookVerifier,
 } from '../src/index.js';
 import { contract, mailgunDocEvent } from './fixtures.js';
 import { EXPRESS_VERSIONS, json, type Served, serve } from './helpers.js';
-import {
-  sesBounce,
-  sesClick,
-  sesComplaint,
-  sesDelivery,
-  sesDeliveryDelay,
-  sesTransientBounce,
-} from './ses-fixtures.js';
+import { sesBounce, sesComplaint, sesDelivery } from './ses-fixtures.js';
 
 const vector = contract('sendgrid/event-webhook-signature-vector.json');
 const sgExamples = contract('sendgrid/event-webhook-examples.json');
 const mgVector = contract('mailgun/webhook-signature-vector.selfmade.json');
-
-describe("signature schemes, on the providers' own vectors", () => {
-  it('SendGrid: its own test vector verifies, and each of its negative cases does not', () => {
-    expect(verifySendgridSignature(vector.public_key, vector.timestamp, vector.payload, vector.signature)).toBe(true);
-    for (const c of vector.negative_cases) {
-      const ok = verifySendgridSignature(
-        c.public_key ?? vector.public_key,
-        c.timestamp ?? vector.timestamp,
-        c.payload ?? vector.payload,
-        c.signature ?? vector.signature,
-      );
-      expect(ok, c.name).toBe(false);
-    }
-  });
-
-  it('Mailgun: the documented HMAC scheme on the vector; a wrong key or token fails', () => {
-    const { signing_key, timestamp, token, signature } = mgVector;
-    expect(verifyMailgunSignature(signing_key, timestamp, token, signature)).toBe(true);
-    expect(verifyMailgunSignature('another-fake-key', timestamp, token, signature)).toBe(false);
-    expect(verifyMailgunSignature(signing_key, timestamp, `${token}x`, signature)).toBe(false);
-    expect(verifyMailgunSignature(signing_key, timestamp, token, 'not-hex')).toBe(false);
-  });
-});
 
 // Keys of two organisations (made here; SendGrid shows the public key as base64 DER).
 function sendgridKeys() {
@@ -220,37 +191,20 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       });
     });
 
-    it('takes a batch of every documented event type, byte for byte, and maps each type', async () => {
+    it('takes a batch of every documented event type byte for byte, each event tagged with the organisation of its URL', async () => {
       // Pretty-printed as SendGrid's docs show it: re-serialising the parsed JSON would break the signature.
       const body = JSON.stringify(sgExamples.all_types_batch, null, 2);
       const ts = String(Math.floor(Date.now() / 1000));
       const res = await post(server, 'sendgrid/school-a', body, sgHeaders(signSendgrid(sgA.privateKey, ts, body), ts));
       expect(res.status, await res.clone().text()).toBe(200);
+      expect(await json(res)).toEqual({ received: sgExamples.all_types_batch.length });
       const events = take();
-      expect(events.map((e) => `${e.providerEvent}=${e.type}`)).toEqual([
-        'processed=queued',
-        'deferred=deferred',
-        'delivered=delivered',
-        'open=opened',
-        'click=clicked',
-        'bounce=bounced',
-        'dropped=rejected',
-        'spamreport=complained',
-        'unsubscribe=unsubscribed',
-        'group_unsubscribe=unsubscribed',
-        'group_resubscribe=unknown',
-      ]);
-      expect(new Set(events.map((e) => e.organisation))).toEqual(new Set(['school-a']));
-      const bounce = events.find((e) => e.type === 'bounced')!;
-      expect(bounce).toMatchObject({
+      expect(events).toHaveLength(sgExamples.all_types_batch.length);
+      expect(new Set(events.map((e) => `${e.provider}/${e.organisation}`))).toEqual(new Set(['sendgrid/school-a']));
+      expect(events.find((e) => e.type === 'bounced')).toMatchObject({
         recipient: 'example@test.com',
         permanent: true,
-        reason: '500 unknown recipient',
-        status: '5.0.0',
-        messageId: '<14c5d75ce93.dfd.64b469@ismtpd-555>',
-        occurredAt: new Date(1513299569 * 1000).toISOString(),
       });
-      expect(events.find((e) => e.type === 'clicked')!.url).toBe('http://www.sendgrid.com/');
     });
 
     it("refuses a forged body, another organisation's key, a missing signature, a stale and a replayed request", async () => {
@@ -350,35 +304,6 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       ]);
     });
 
-    it("maps the events of Mailgun's documentation", async () => {
-      const samples: [string, string][] = [
-        ['Accepted', 'queued'],
-        ['Delivered', 'delivered'],
-        ['Failed (Permanent)', 'rejected'],
-        ['Failed (Permanent, Delayed Bounce)', 'bounced'],
-        ['Failed (Temporary)', 'deferred'],
-        ['Opened', 'opened'],
-        ['Clicked', 'clicked'],
-        ['Unsubscribed', 'unsubscribed'],
-        ['Complained', 'complained'],
-        ['Rejected', 'rejected'],
-        ['Stored', 'unknown'],
-      ];
-      for (const [title] of samples) {
-        const res = await post(server, 'mailgun/school-a', mailgunBody(mailgunDocEvent(title)));
-        expect(res.status, title).toBe(200);
-      }
-      const events = take();
-      expect(events.map((e) => e.type)).toEqual(samples.map(([, t]) => t));
-      expect(events[3]).toMatchObject({
-        recipient: 'christest123@test.com',
-        permanent: true,
-        status: '5.1.1',
-        messageId: '<20221019211537.93011d31ea99c5a8@test.com>',
-      });
-      expect(events[6]!.url).toBe('http://example.com/signup');
-    });
-
     it('refuses a wrong key, a stale timestamp and a replayed token', async () => {
       const forged = await post(
         server,
@@ -406,37 +331,18 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
         body: JSON.stringify(message),
       });
 
-    it('verifies signature versions 1 and 2 and normalises bounces, complaints, deliveries, clicks and delays', async () => {
+    it('takes SNS messages (text/plain, past an app JSON parser) signed with versions 1 and 2', async () => {
       for (const [event, version] of [
         [sesBounce, '1'],
-        [sesTransientBounce, '2'],
         [sesComplaint, '2'],
-        [sesDelivery, '1'],
-        [sesClick, '2'],
-        [sesDeliveryDelay, '2'],
       ] as const) {
         const res = await snsPost(parsedFirst, 'school-a', notification(event, TOPIC_A, { version }));
         expect(res.status, await res.clone().text()).toBe(200);
       }
-      const events = take();
-      expect(events.map((e) => `${e.type}:${e.recipient}`)).toEqual([
-        'bounced:jane@example.com',
-        'bounced:full@example.com',
-        'complained:richard@example.com',
-        'delivered:jane@example.com',
-        'delivered:richard@example.com',
-        'clicked:recipient@example.com',
-        'deferred:recipient@example.com',
+      expect(take().map((e) => `${e.provider}/${e.organisation} ${e.type}:${e.recipient}`)).toEqual([
+        'ses/school-a bounced:jane@example.com',
+        'ses/school-a complained:richard@example.com',
       ]);
-      expect(events[0]).toMatchObject({
-        permanent: true,
-        status: '5.1.1',
-        providerMessageId: '00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000',
-        messageId: '<custom-message-id@example.com>',
-        tags: ['spring'],
-      });
-      expect(events[1]!.permanent).toBe(false);
-      expect(events[5]!.url).toMatch(/^https:\/\/docs\.aws\.amazon\.com\//);
       expect(certFetches.every((u) => u === CERT_URL)).toBe(true);
     });
 
@@ -448,31 +354,12 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       expect(certFetches.length).toBe(before);
     });
 
-    it('never fetches a certificate from outside the SNS hosts', async () => {
-      const before = certFetches.length;
-      for (const certUrl of [
-        'https://sns.us-east-1.amazonaws.com.evil.example/cert.pem',
-        'http://sns.us-east-1.amazonaws.com/cert.pem',
-        'https://evil.example/sns.us-east-1.amazonaws.com/cert.pem',
-        'https://sns.us-east-1.amazonaws.com@evil.example/cert.pem',
-        'https://s3.amazonaws.com/cert.pem',
-      ]) {
-        const res = await snsPost(server, 'school-a', notification(sesBounce, TOPIC_A, { certUrl }));
-        expect(res.status, certUrl).toBe(401);
-      }
-      expect(certFetches.length).toBe(before);
-    });
-
-    it('refuses a message signed by another key, a changed message, a stale and a replayed one', async () => {
+    it('refuses a message signed by another key, a stale and a replayed one', async () => {
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
       const other = notification(sesBounce, TOPIC_A, {
         key: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
       });
       expect((await snsPost(server, 'school-a', other)).status).toBe(401);
-
-      const changed = notification(sesBounce);
-      changed.Message = changed.Message!.replace('jane@example.com', 'victim@example.com');
-      expect((await snsPost(server, 'school-a', changed)).status).toBe(401);
 
       const old = notification(sesBounce, TOPIC_A, { timestamp: new Date(Date.now() - 2 * 3600_000).toISOString() });
       const stale = await snsPost(server, 'school-a', old);
@@ -482,6 +369,44 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       expect((await snsPost(server, 'school-a', once)).status).toBe(200);
       expect((await snsPost(server, 'school-a', once)).status).toBe(409);
       expect(take()).toHaveLength(1);
+    });
+
+    it("answers 500 when the verifier cannot fetch SNS's certificate, and takes SNS's next delivery of the same message", async () => {
+      let fetches = 0;
+      const infos: WebhookRefusalInfo[] = [];
+      const app = express();
+      app.use(
+        '/webhooks',
+        mailviaWebhooks({
+          providers: [
+            sesWebhook({
+              fetchCertificate: async () => {
+                fetches++;
+                if (fetches === 1) throw new Error('ECONNRESET');
+                return testCertificate().cert;
+              },
+            }),
+          ],
+          secrets: () => [TOPIC_A],
+          onRefused: (info) => infos.push(info),
+        }),
+      );
+      const s = await serve(app);
+      try {
+        const message = notification(sesDelivery);
+        const first = await snsPost(s, 'school-a', message);
+        expect(first.status).toBe(500);
+        expect((await json(first)).error).toMatchObject({
+          code: 'internal',
+          message: expect.stringMatching(/SNS will retry/),
+        });
+        expect(infos.map((i) => i.code)).toEqual(['internal']);
+        const retry = await snsPost(s, 'school-a', message);
+        expect(retry.status, await retry.clone().text()).toBe(200);
+        expect(await json(retry)).toEqual({ received: 2 });
+      } finally {
+        await s.close();
+      }
     });
 
     it('confirms a subscription of an allowed topic only through an SNS URL, and only when configured', async () => {
@@ -581,10 +506,99 @@ describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {
       await s.close();
     }
   });
+  it("mounts verifiers given as an object at their keys, the application's own verifier included", async () => {
+    // The application's own receiver for a provider Mailvia has no package for: the contract of core.
+    const acme: WebhookVerifier = {
+      provider: 'acme',
+      async verify({ rawBody, headers, secrets }) {
+        if (headers['x-acme-token'] === undefined || !secrets.includes(String(headers['x-acme-token']))) {
+          throw new WebhookRefusal('webhook_signature_invalid', 'The Acme token does not match.');
+        }
+        const body = JSON.parse(rawBody.toString('utf8')) as { id: string; to: string };
+        return {
+          replayId: body.id,
+          events: [
+            {
+              type: 'delivered',
+              providerEvent: 'done',
+              recipient: body.to,
+              occurredAt: new Date(0).toISOString(),
+              raw: body,
+            },
+          ],
+        };
+      },
+    };
+    const events: WebhookEvent[] = [];
+    const infos: WebhookRefusalInfo[] = [];
+    const app = express();
+    app.use(
+      '/webhooks',
+      mailviaWebhooks({
+        providers: { 'sendgrid-eu': sendgridWebhook(), 'acme-mail': acme },
+        secrets: ({ provider }) => (provider === 'sendgrid-eu' ? sgA.publicKey : 'fake-acme-token-aaaa'),
+        onEvents: (e) => {
+          events.push(...e);
+        },
+        onRefused: (info) => infos.push(info),
+      }),
+    );
+    const s = await serve(app);
+    try {
+      const body = JSON.stringify([sgExamples.first_example_by_event.delivered]);
+      const ts = String(Math.floor(Date.now() / 1000));
+      const sg = await fetch(`${s.url}/webhooks/sendgrid-eu/school-a`, {
+        method: 'POST',
+        headers: {
+          'X-Twilio-Email-Event-Webhook-Signature': signSendgrid(sgA.privateKey, ts, body),
+          'X-Twilio-Email-Event-Webhook-Timestamp': ts,
+        },
+        body,
+      });
+      expect(sg.status, await sg.clone().text()).toBe(200);
+      // Mounted at its key only.
+      expect((await fetch(`${s.url}/webhooks/sendgrid/school-a`, { method: 'POST', body })).status).toBe(404);
+
+      const acmeBody = JSON.stringify({ id: 'evt-1', to: 'parent@example.org' });
+      const forged = await fetch(`${s.url}/webhooks/acme-mail/school-a`, {
+        method: 'POST',
+        headers: { 'x-acme-token': 'fake-wrong-token' },
+        body: acmeBody,
+      });
+      expect(forged.status).toBe(401);
+      expect((await json(forged)).error).toMatchObject({
+        code: 'webhook_signature_invalid',
+        message: 'The Acme token does not match.',
+      });
+      const ok = await fetch(`${s.url}/webhooks/acme-mail/school-a`, {
+        method: 'POST',
+        headers: { 'x-acme-token': 'fake-acme-token-aaaa' },
+        body: acmeBody,
+      });
+      expect(ok.status).toBe(200);
+      expect(events.map((e) => `${e.provider}/${e.organisation} ${e.type}`)).toEqual([
+        'sendgrid-eu/school-a delivered',
+        'acme-mail/school-a delivered',
+      ]);
+      expect(infos.map((i) => `${i.provider} ${i.code}`)).toEqual([
+        'sendgrid webhook_unknown_provider',
+        'acme-mail webhook_signature_invalid',
+      ]);
+    } finally {
+      await s.close();
+    }
+  });
 });
 
 it('cannot be created without providers or secrets', () => {
   expect(() => mailviaWebhooks({ providers: [], secrets: () => 'x' })).toThrow(/providers/);
+  expect(() => mailviaWebhooks({ providers: {}, secrets: () => 'x' })).toThrow(/@mailvia\/transport-sendgrid/);
+  expect(() => mailviaWebhooks({ providers: [mailgunWebhook(), mailgunWebhook()], secrets: () => 'x' })).toThrow(
+    /"mailgun" is listed twice/,
+  );
+  expect(() => mailviaWebhooks({ providers: { 'not/url-safe': mailgunWebhook() }, secrets: () => 'x' })).toThrow(
+    /URL-safe/,
+  );
   expect(() => mailviaWebhooks({ providers: [mailgunWebhook()] } as never)).toThrow(/secrets/);
 });
 

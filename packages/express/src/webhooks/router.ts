@@ -1,10 +1,10 @@
 import type { IncomingMessage } from 'node:http';
+import { type VerifiedWebhook, type WebhookEvent, WebhookRefusal, type WebhookVerifier } from '@mailvia/core';
 import type { Request, RequestHandler, Response } from 'express';
 import { MailviaHttpError, MailviaSetupError } from '../errors.js';
 import { bodyConsumed, fail, match, pathSegments, readBody, sendJson } from '../http.js';
 import { MemoryReplayStore, type ReplayStore } from './replay.js';
 import { defaultSuppress, feedStores, type WebhookStores } from './stores.js';
-import type { VerifiedWebhook, WebhookEvent, WebhookVerifier } from './types.js';
 
 type MaybePromise<T> = T | Promise<T>;
 
@@ -26,8 +26,13 @@ export interface WebhookRefusalInfo {
 
 /** Options of {@link mailviaWebhooks}. */
 export interface MailviaWebhooksOptions {
-  /** The providers to receive from, e.g. `[sendgridWebhook(), mailgunWebhook(), sesWebhook()]`. */
-  providers: readonly WebhookVerifier[];
+  /**
+   * The providers to receive from: the verifiers their packages make (`sendgridWebhook()` of
+   * `@mailvia/transport-sendgrid`, `mailgunWebhook()`, `sesWebhook()`, or your own
+   * {@link WebhookVerifier}). A list mounts each at its own `provider` segment; an object mounts
+   * each at its key (`{ sendgrid: sendgridWebhook(), 'ses-eu': sesWebhook() }`).
+   */
+  providers: readonly WebhookVerifier[] | Readonly<Record<string, WebhookVerifier>>;
   /**
    * The organisation's secrets for a provider (several during a rotation), or undefined when the
    * organisation does not use it: SendGrid verification key, Mailgun signing key, SNS topic ARNs.
@@ -74,8 +79,14 @@ export function keepRawBody(req: IncomingMessage, _res: unknown, buf: Buffer): v
  *
  * Mount it before any body parser, or keep the raw body with {@link keepRawBody}.
  *
+ * This package knows no provider: the application hands it the verifiers of the provider packages.
+ *
  * @example
  * ```ts
+ * import { sendgridWebhook } from '@mailvia/transport-sendgrid';
+ * import { mailgunWebhook } from '@mailvia/transport-mailgun';
+ * import { sesWebhook } from '@mailvia/transport-ses';
+ *
  * app.use('/webhooks', mailviaWebhooks({
  *   providers: [sendgridWebhook(), mailgunWebhook(), sesWebhook({ confirmSubscriptions: true })],
  *   secrets: ({ provider, organisation }) => db.webhookSecrets(organisation, provider),
@@ -84,8 +95,17 @@ export function keepRawBody(req: IncomingMessage, _res: unknown, buf: Buffer): v
  * ```
  */
 export function mailviaWebhooks(options: MailviaWebhooksOptions): RequestHandler {
-  if (!options || !Array.isArray(options.providers) || options.providers.length === 0) {
-    throw new MailviaSetupError('providers', 'list at least one provider (e.g. [sendgridWebhook()])');
+  const given = options?.providers;
+  const entries: [string, WebhookVerifier][] = Array.isArray(given)
+    ? given.map((p: WebhookVerifier) => [p?.provider, p])
+    : given && typeof given === 'object'
+      ? Object.entries(given as Record<string, WebhookVerifier>)
+      : [];
+  if (entries.length === 0) {
+    throw new MailviaSetupError(
+      'providers',
+      "list at least one provider's verifier (e.g. [sendgridWebhook()] from @mailvia/transport-sendgrid)",
+    );
   }
   if (typeof options.secrets !== 'function') {
     throw new MailviaSetupError(
@@ -94,12 +114,12 @@ export function mailviaWebhooks(options: MailviaWebhooksOptions): RequestHandler
     );
   }
   const providers = new Map<string, WebhookVerifier>();
-  for (const p of options.providers) {
-    if (!p || typeof p.verify !== 'function' || !/^[a-z0-9][a-z0-9_-]*$/i.test(p.provider)) {
+  for (const [name, p] of entries) {
+    if (!p || typeof p.verify !== 'function' || typeof name !== 'string' || !/^[a-z0-9][a-z0-9_-]*$/i.test(name)) {
       throw new MailviaSetupError('providers', 'each provider needs a URL-safe name and a verify function');
     }
-    if (providers.has(p.provider)) throw new MailviaSetupError('providers', `"${p.provider}" is listed twice`);
-    providers.set(p.provider, p);
+    if (providers.has(name)) throw new MailviaSetupError('providers', `"${name}" is listed twice`);
+    providers.set(name, p);
   }
   const replayStore = options.replayStore ?? new MemoryReplayStore();
   const limit = options.limit ?? 5_000_000;
@@ -121,7 +141,9 @@ export function mailviaWebhooks(options: MailviaWebhooksOptions): RequestHandler
     }
     const provider = params.provider!;
     const organisation = params.organisation!;
-    const refuse = (err: unknown) => {
+    const refuse = (thrown: unknown) => {
+      // A verifier's refusal (from a provider package) is answered with its code and status.
+      const err = WebhookRefusal.isInstance(thrown) ? new MailviaHttpError(thrown.code, thrown.message) : thrown;
       if (err instanceof MailviaHttpError) {
         options.onRefused?.({
           provider,

@@ -1,5 +1,4 @@
-import type { DeliveryLog, DeliveryRecord, SuppressionList } from '@mailvia/core';
-import type { WebhookEvent } from './types.js';
+import type { DeliveryLog, DeliveryRecord, SuppressionList, WebhookEvent } from '@mailvia/core';
 
 /** The mailer's stores that provider events feed (a `Mailer` created with stores has both). */
 export interface WebhookStores {
