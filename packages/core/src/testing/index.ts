@@ -17,6 +17,7 @@ export {
   startHttpPeer,
   startPrism,
 } from './http.js';
+export { type HttpFailureConformanceOptions, httpFailureConformance } from './http-conformance.js';
 export {
   freePort,
   type ReceivedMail,
