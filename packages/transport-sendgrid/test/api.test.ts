@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { createMailer, MailError, type PreparedMessage, prepareMessage, type Transport } from '@mailvia/core';
 import {
   type HttpPeer,
+  httpFailureConformance,
   type Prism,
   refusedPort,
   reply,
@@ -70,6 +71,12 @@ transportConformance({
     limited: () => sendgridApi({ apiKey: KEY, baseUrl: limiter.url }),
     unknown: () => sendgridApi({ apiKey: KEY, baseUrl: dropper.url }),
   },
+});
+
+httpFailureConformance({
+  name: 'sendgrid+api',
+  create: (baseUrl, { timeout }) => sendgridApi({ apiKey: KEY, baseUrl, timeout }),
+  secrets: [KEY],
 });
 
 describe('sendgrid+api against the contract (Prism)', () => {
@@ -341,58 +348,6 @@ describe('sendgrid+api failure injection (loopback servers)', () => {
       expect(e.message).toContain('Service Unavailable');
     } finally {
       await peer.close();
-    }
-  });
-
-  it('a refused connection (nothing was sent) is unavailable, phase connect', async () => {
-    const e = await failOf(sendgridApi({ apiKey: KEY, baseUrl: `http://127.0.0.1:${deadPort}` }), simple());
-    expect(e.kind).toBe('unavailable');
-    expect(e.phase).toBe('connect');
-    expect(e.code).toBe('ECONNREFUSED');
-  });
-
-  it('a connection dropped after the whole request was sent is an unknown outcome, phase data-sent', async () => {
-    const before = dropper.requests.length;
-    const m = simple({ text: 'x'.repeat(200_000) });
-    const e = await failOf(sendgridApi({ apiKey: KEY, baseUrl: dropper.url }), m);
-    expect(e.kind).toBe('unknown');
-    expect(e.phase).toBe('data-sent');
-    // the server did get the whole message: that is why the outcome is unknown
-    expect(dropper.requests.length).toBe(before + 1);
-    expect(JSON.parse(dropper.requests.at(-1)!.body.toString()).content[0].value).toHaveLength(200_000);
-  });
-
-  it('no answer before the timeout after the request was sent: unknown', async () => {
-    const silent = await startHttpPeer(() => {});
-    try {
-      const e = await failOf(sendgridApi({ apiKey: KEY, baseUrl: silent.url, timeout: 500 }), simple());
-      expect(e.kind).toBe('unknown');
-      expect(e.phase).toBe('data-sent');
-      expect(silent.requests).toHaveLength(1);
-    } finally {
-      await silent.close();
-    }
-  });
-
-  it('an abort after the request was sent is unknown; before, nothing is sent', async () => {
-    const silent = await startHttpPeer(() => {});
-    try {
-      const t = sendgridApi({ apiKey: KEY, baseUrl: silent.url });
-      const ac = new AbortController();
-      const pending = t.send(simple(), { signal: ac.signal }).catch((e: unknown) => e);
-      while (silent.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
-      ac.abort();
-      const e = (await pending) as MailError;
-      expect(e.kind).toBe('unknown');
-      expect(e.code).toBe('EABORT');
-
-      const early = new AbortController();
-      early.abort();
-      const e2 = (await t.send(simple(), { signal: early.signal }).catch((x: unknown) => x)) as MailError;
-      expect(e2.kind).toBe('unavailable');
-      expect(silent.requests).toHaveLength(1);
-    } finally {
-      await silent.close();
     }
   });
 });
