@@ -1,11 +1,12 @@
 // A chain of the two HTTPS API routes of issue 5, each against its own stand-in: SES v2 through
-// aws-ses-v2-local, Gmail through Prism serving the discovery document. The SES route is taken
-// from its package's sources by path, for this test only (no package depends on the other).
+// aws-ses-v2-local, Gmail through Prism serving the discovery document. The SES route comes from
+// its package (a devDependency: no src of a route package imports another); its test peer, which
+// the package does not export, from its test folder.
 import { randomUUID } from 'node:crypto';
 import { createMailer, type DeliveryError, failover, prepareMessage } from '@mailvia/core';
 import { type FaultProxy, type Prism, startCutter, startFaultProxy, startPrism } from '@mailvia/core/testing';
+import { ses, sesRoute } from '@mailvia/transport-ses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ses, sesRoute } from '../../transport-ses/src/index.js';
 import { type SesPeer, startSesPeer } from '../../transport-ses/test/ses-peer.js';
 import { gmailApi, gmailApiRoute, needsReconsent } from '../src/index.js';
 import { decodeSend, SWAGGER, startGoogleTokenErrors, startTokenServer, type TokenServer } from './peers.js';

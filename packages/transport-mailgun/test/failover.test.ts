@@ -1,8 +1,8 @@
 import { createMailer, DeliveryError, failover, prepareMessage } from '@mailvia/core';
 import { type HttpPeer, type Prism, refusedPort, reply, startHttpPeer, startPrism } from '@mailvia/core/testing';
+// a devDependency, for a chain spanning two providers (route packages never import each other in src)
+import { sendgridApi, sendgridApiRoute } from '@mailvia/transport-sendgrid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-// test only: a chain spanning two providers (route packages never import each other in src)
-import { sendgridApi, sendgridApiRoute } from '../../transport-sendgrid/src/index.js';
 import { mailgun, mailgunRoute } from '../src/index.js';
 
 const SPEC = '/work/shared/contracts/mailgun/mailgun-openapi.prism-relaxed.yaml';
