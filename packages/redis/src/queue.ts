@@ -1,0 +1,186 @@
+import { createHash, randomUUID } from 'node:crypto';
+import {
+  decodeMessage,
+  encodeMessage,
+  type JobOutcome,
+  type NewQueueJob,
+  type ProcessOptions,
+  type QueueAddResult,
+  type QueueConsumer,
+  type QueueJob,
+  type QueueJobInfo,
+  type QueueJobState,
+  type QueueStore,
+} from '@mailvia/core';
+import { type ConnectionOptions, DelayedError, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import type { ResolvedRedisOptions } from './config.js';
+
+/** What a BullMQ job of the mail queue carries. */
+interface JobData {
+  /** The prepared message, as `encodeMessage` wrote it. */
+  message: string;
+  organisation?: string;
+  idempotencyKey?: string;
+  attempts: number;
+  route?: string;
+  createdAt: number;
+  runAt: number;
+  /** Tells the add that created a job from the adds that found it there. */
+  token: string;
+}
+
+/**
+ * The queue on BullMQ. A job with an idempotency key gets a job id derived from the organisation
+ * and the key, so BullMQ's atomic add keeps one job per key (for as long as the job is kept:
+ * `idempotencyWindow` after it was sent). Retries are BullMQ delays (`moveToDelayed`), not
+ * BullMQ attempts; a dead job is a failed BullMQ job (kept `deadRetention`); a worker that dies
+ * leaves its jobs to BullMQ's stalled-job check, which gives them to another worker after the lease.
+ */
+export class RedisQueue implements QueueStore {
+  readonly queue: Queue;
+  private readonly workers = new Set<Worker>();
+
+  constructor(private readonly options: ResolvedRedisOptions) {
+    this.queue = new Queue(options.queueName, {
+      connection: options.connection as ConnectionOptions,
+      prefix: options.prefix,
+    });
+    this.queue.on('error', () => {});
+  }
+
+  private jobId(job: NewQueueJob): string {
+    if (job.idempotencyKey === undefined) return job.id;
+    const hash = createHash('sha256')
+      .update(`${job.organisation ?? ''}\u0000${job.idempotencyKey}`)
+      .digest('hex');
+    return `k-${hash.slice(0, 40)}`;
+  }
+
+  async add(job: NewQueueJob): Promise<QueueAddResult> {
+    const id = this.jobId(job);
+    const now = Date.now();
+    const runAt = job.runAt ?? now;
+    const data: JobData = {
+      message: encodeMessage(job.message),
+      attempts: 0,
+      createdAt: now,
+      runAt,
+      token: randomUUID(),
+      ...(job.organisation !== undefined ? { organisation: job.organisation } : {}),
+      ...(job.idempotencyKey !== undefined ? { idempotencyKey: job.idempotencyKey } : {}),
+    };
+    await this.queue.add('mail', data, {
+      jobId: id,
+      delay: Math.max(0, runAt - now),
+      removeOnComplete: { age: Math.ceil(this.options.idempotencyWindow / 1000) },
+      removeOnFail: { age: Math.ceil(this.options.deadRetention / 1000) },
+    });
+    if (job.idempotencyKey === undefined) return { id, created: true };
+    // BullMQ keeps the first job added with an id: the add whose token it holds created it
+    const stored = await Job.fromId<JobData>(this.queue, id);
+    return { id, created: stored?.data.token === data.token };
+  }
+
+  private toJob(bj: Job<JobData>): QueueJob {
+    const d = bj.data;
+    return {
+      id: String(bj.id),
+      message: decodeMessage(d.message),
+      attempts: d.attempts,
+      createdAt: d.createdAt,
+      runAt: d.runAt,
+      ...(d.organisation !== undefined ? { organisation: d.organisation } : {}),
+      ...(d.idempotencyKey !== undefined ? { idempotencyKey: d.idempotencyKey } : {}),
+      ...(d.route !== undefined ? { route: d.route } : {}),
+    };
+  }
+
+  process(handler: (job: QueueJob) => Promise<JobOutcome>, options: ProcessOptions = {}): QueueConsumer {
+    const lease = Math.max(1000, options.lease ?? 30_000);
+    const worker = new Worker<JobData>(
+      this.options.queueName,
+      async (bj, token) => {
+        let outcome: JobOutcome;
+        try {
+          outcome = await handler(this.toJob(bj));
+        } catch {
+          // a handler bug (or Redis gone mid-way): try again after the lease, uncounted
+          await bj.moveToDelayed(Date.now() + lease, token);
+          throw new DelayedError();
+        }
+        if (outcome.status === 'sent') return 'sent';
+        if (outcome.status === 'dead') throw new UnrecoverableError(outcome.reason);
+        const { route: _old, ...rest } = bj.data;
+        await bj.updateData({
+          ...rest,
+          attempts: outcome.attempts,
+          runAt: outcome.runAt,
+          ...(outcome.route !== undefined ? { route: outcome.route } : {}),
+        });
+        await bj.moveToDelayed(Math.max(outcome.runAt, Date.now()), token);
+        throw new DelayedError();
+      },
+      {
+        connection: this.options.connection as ConnectionOptions,
+        prefix: this.options.prefix,
+        concurrency: Math.max(1, options.concurrency ?? 4),
+        lockDuration: lease,
+        stalledInterval: lease,
+        maxStalledCount: 1000,
+      },
+    );
+    worker.on('error', () => {});
+    this.workers.add(worker);
+    return {
+      stop: async () => {
+        this.workers.delete(worker);
+        await worker.close();
+      },
+    };
+  }
+
+  async get(id: string): Promise<QueueJobInfo | undefined> {
+    const bj = await Job.fromId<JobData>(this.queue, id);
+    if (!bj) return undefined;
+    const raw = await bj.getState();
+    const state: QueueJobState =
+      raw === 'completed' ? 'sent' : raw === 'failed' ? 'dead' : raw === 'active' ? 'active' : 'waiting';
+    const { message, ...job } = this.toJob(bj);
+    return {
+      ...job,
+      state,
+      ...(state !== 'sent' ? { message } : {}),
+      ...(state === 'dead' && bj.failedReason ? { reason: bj.failedReason } : {}),
+    };
+  }
+
+  async revive(id: string): Promise<boolean> {
+    const bj = await Job.fromId<JobData>(this.queue, id);
+    if (!bj || (await bj.getState()) !== 'failed') return false;
+    const { route: _r, ...rest } = bj.data;
+    try {
+      await bj.updateData({ ...rest, attempts: 0, runAt: Date.now() });
+      await bj.retry('failed');
+      return true;
+    } catch {
+      // another revival moved it first
+      return false;
+    }
+  }
+
+  async counts(): Promise<Record<QueueJobState, number>> {
+    const c = await this.queue.getJobCounts('waiting', 'delayed', 'prioritized', 'active', 'completed', 'failed');
+    return {
+      waiting: (c.waiting ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0),
+      active: c.active ?? 0,
+      sent: c.completed ?? 0,
+      dead: c.failed ?? 0,
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.workers].map((w) => w.close()));
+    this.workers.clear();
+    await this.queue.close();
+  }
+}
