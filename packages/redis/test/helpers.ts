@@ -13,7 +13,9 @@ export async function requireRedis(url = REDIS_URL): Promise<void> {
     await r.connect();
     await r.ping();
   } catch (e) {
-    throw new Error(`these tests need a Redis server at ${url} (apt-get install redis-server): ${(e as Error).message}`);
+    throw new Error(
+      `these tests need a Redis server at ${url} (apt-get install redis-server): ${(e as Error).message}`,
+    );
   } finally {
     r.disconnect();
   }

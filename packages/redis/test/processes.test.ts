@@ -1,0 +1,160 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createMailer, type RouteSpec } from '@mailvia/core';
+import { type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshStores, REDIS_URL, requireRedis } from './helpers.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const tsx = pathToFileURL(join(root, 'node_modules/tsx/dist/loader.mjs')).href;
+const alias = new URL('./fixtures/alias.mjs', import.meta.url).href;
+const workerScript = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
+
+const children: ChildProcess[] = [];
+const sinks: SmtpSink[] = [];
+beforeAll(() => requireRedis());
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const s of sinks) await s.close();
+});
+
+/** A worker process; `sent` lists the Message-IDs it sent. */
+interface WorkerProcess {
+  child: ChildProcess;
+  sent: string[];
+  stop(): Promise<void>;
+}
+
+function startWorker(config: Record<string, unknown>): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, ['--import', tsx, '--import', alias, workerScript], {
+    cwd: root,
+    env: { ...process.env, MAILVIA_WORKER: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const sent: string[] = [];
+  let err = '';
+  let buffer = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line === 'ready')
+          resolve({
+            child,
+            sent,
+            stop: async () => {
+              if (child.exitCode !== null) return;
+              const exited = new Promise((r) => child.once('exit', r));
+              child.kill('SIGTERM');
+              await exited;
+            },
+          });
+        else if (line.startsWith('sent ')) sent.push(line.slice(5));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`worker exited (${code}) before it was ready: ${err}`)));
+  });
+}
+
+const until = async (check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) => {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+};
+
+const mail = (subject: string) => ({ from: 'school@example.org', to: 'parent@example.org', subject, text: subject });
+
+describe('two worker processes sharing one Redis queue, route state and quota', () => {
+  it('skip a route the other found down without connecting, and never exceed a shared daily quota of 100', async () => {
+    const quotaSink = await startSmtpSink({ starttls: false });
+    const down = await startSmtpSink({
+      starttls: false,
+      behaviour: (stage) => (stage === 'connect' ? { code: 421, message: '4.3.2 Service not available' } : undefined),
+    });
+    const healthy = await startSmtpSink({ starttls: false });
+    sinks.push(quotaSink, down, healthy);
+    const smtp = (s: SmtpSink, name: string, extra: Record<string, unknown> = {}) => ({
+      type: 'smtp',
+      host: '127.0.0.1',
+      port: s.port,
+      name,
+      ...extra,
+    });
+    const routes: Record<string, RouteSpec> = {
+      school: [smtp(quotaSink, 'gmail-a', { quota: { perDay: 100 } })],
+      relay: [smtp(down, 'relay-x'), smtp(healthy, 'relay-b')],
+    };
+    const stores = freshStores();
+    const app = createMailer({ ...stores, organisations: (id) => routes[id] });
+    const config = { redis: REDIS_URL, prefix: stores.prefix, routes, concurrency: 4, lease: 2000 };
+    try {
+      // worker 1 finds relay-x down (421) and falls over to relay-b; the rest is kept in Redis
+      const w1 = await startWorker(config);
+      const first = await app.enqueue(mail('down-1'), { organisation: 'relay' });
+      await healthy.waitFor(1, 20_000);
+      expect(down.connections).toBe(1);
+      await until(() => w1.sent.includes(first.messageId!), 10_000, 'worker 1 to report its send');
+      // worker 2 alone now: it skips relay-x without a connection
+      const w2 = await startWorker(config);
+      await w1.stop();
+      const second = await app.enqueue(mail('down-2'), { organisation: 'relay' });
+      await healthy.waitFor(2, 20_000);
+      await until(() => w2.sent.includes(second.messageId!), 10_000, 'worker 2 to report its send');
+      expect(down.connections).toBe(1);
+      const rec = (await app.log!.get(second.id))!;
+      expect(rec.history.map((a) => [a.route, a.status])).toEqual([
+        ['relay-x', 'skipped'],
+        ['relay-b', 'ok'],
+      ]);
+
+      // both workers on 150 mails against one daily quota of 100
+      const w3 = await startWorker(config);
+      const ids = await Promise.all(
+        Array.from({ length: 150 }, (_x, i) => app.enqueue(mail(`quota-${i}`), { organisation: 'school' })),
+      );
+      await quotaSink.waitFor(100, 30_000);
+      await until(
+        async () =>
+          (await app.log!.query({ organisation: 'school', status: 'queued', limit: 500 })).filter(
+            (r) => r.kind === 'limited',
+          ).length === 50,
+        30_000,
+        '50 mails waiting for the quota',
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      expect(quotaSink.received).toHaveLength(100);
+      await until(() => w2.sent.length + w3.sent.length >= 101, 10_000, 'the workers to report their sends');
+      const mine = new Set(ids.map((r) => r.messageId));
+      const by2 = w2.sent.filter((m) => mine.has(m)).length;
+      const by3 = w3.sent.filter((m) => mine.has(m)).length;
+      expect(by2 + by3).toBe(100);
+      expect(by2).toBeGreaterThan(0);
+      expect(by3).toBeGreaterThan(0);
+      // the waiting ones wait for the next UTC day and have used no attempt
+      const waiting = await app.log!.query({ organisation: 'school', status: 'queued', limit: 500 });
+      const midnight = Math.ceil(Date.now() / 86_400_000) * 86_400_000;
+      for (const r of waiting) {
+        expect(r.attempts).toBe(0);
+        expect(r.nextAttemptAt).toBeGreaterThanOrEqual(midnight);
+      }
+      const usage = await stores.state.consume('quota:school:gmail-a', { type: 'fixed', ms: 86_400_000 }, 100, {
+        amount: 0,
+      });
+      expect(usage.used).toBe(100);
+      await w2.stop();
+      await w3.stop();
+    } finally {
+      await app.close();
+      await stores.close();
+    }
+  }, 120_000);
+});
