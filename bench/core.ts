@@ -23,7 +23,7 @@ import {
   smtp,
   type Transport,
 } from '../packages/core/src/index.ts';
-import { refusedPort, startSilentListener } from '../packages/core/src/testing/index.ts';
+import { refusedPort, startSilentListener } from '../packages/core/src/testing/peers.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Result shapes (bench/run.ts renders these; optional bench modules may return them too)

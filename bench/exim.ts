@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import { type PreparedMessage, prepareMessage, smtp, type Transport } from '../packages/core/src/index.ts';
-import { freePort, startSmtpSink, testCertificate } from '../packages/core/src/testing/index.ts';
+import { freePort, startSmtpSink, testCertificate } from '../packages/core/src/testing/peers.ts';
 import { findExim, parseEximVersion } from '../packages/transport-exim/src/exim.ts';
 import { generateRelay } from '../packages/transport-exim/src/generate.ts';
 import { installRelay } from '../packages/transport-exim/src/install.ts';

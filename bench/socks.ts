@@ -21,7 +21,7 @@ import type { BenchRow, BenchSection } from './core.ts';
 // The route package imports `@mailvia/core`, whose package exports point at dist/. Point it at
 // the sources bench/core.ts uses, so one copy of core runs and no build is needed.
 const CORE = new URL('../packages/core/src/index.ts', import.meta.url).href;
-const CORE_TESTING = new URL('../packages/core/src/testing/index.ts', import.meta.url).href;
+const CORE_TESTING = new URL('../packages/core/src/testing/peers.ts', import.meta.url).href;
 registerHooks({
   resolve(specifier, context, next) {
     if (specifier === '@mailvia/core') return next(CORE, context);

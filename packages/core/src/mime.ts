@@ -30,7 +30,11 @@ function build(m: PreparedMessage): Promise<Buffer> {
     ...(m.html !== undefined ? { html: m.html } : {}),
     attachments: m.attachments.map((a) => ({
       ...a,
-      content: typeof a.content === 'string' || a.content === undefined ? a.content : Buffer.from(a.content),
+      // a view on the caller's bytes, not a copy (a 1 MB attachment is not duplicated per send)
+      content:
+        typeof a.content === 'string' || a.content === undefined
+          ? a.content
+          : Buffer.from(a.content.buffer, a.content.byteOffset, a.content.byteLength),
     })),
     headers: m.headers,
     messageId: m.messageId,
