@@ -241,7 +241,6 @@ export class DeliveryEngine {
     const writes: Promise<unknown>[] = [];
     const succeeded: AttemptRecord[] = [];
     let last: string | undefined;
-    let started = false;
     const observer: SendObserver = {
       beforeAttempt: async (route) => {
         last = route;
@@ -255,12 +254,7 @@ export class DeliveryEngine {
           ...(organisation !== undefined ? { organisation } : {}),
         };
         current.set(route, a);
-        const first = !started;
-        started = true;
-        await Promise.all([
-          log.putAttempt(a),
-          first ? log.update(deliveryId, { status: 'sending', updatedAt: Date.now() }) : undefined,
-        ]);
+        await log.putAttempt(a);
       },
       attempt: (a: Attempt) => {
         if (!log) return;
@@ -457,15 +451,29 @@ export class DeliveryEngine {
     const message =
       key !== undefined && key !== prepared.idempotencyKey ? { ...prepared, idempotencyKey: key } : prepared;
     const id = randomUUID();
-    const r = await queue.add({
+    const add = queue.add({
       id,
       message,
       ...(organisation !== undefined ? { organisation } : {}),
       ...(key !== undefined ? { idempotencyKey: key } : {}),
       ...(options.delay !== undefined && options.delay > 0 ? { runAt: Date.now() + options.delay } : {}),
     });
+    const log = this.stores.log;
+    if (key === undefined && log) {
+      // no key, no duplicate: the job and its record go together (one commit in SQLite, one round trip in Redis)
+      const [added] = await Promise.allSettled([add, log.put(this.newRecord(id, message, 'queue', organisation, key))]);
+      if (added.status === 'rejected') {
+        await Promise.resolve(
+          log.update(id, { status: 'failed', reason: 'the queue did not take it', updatedAt: Date.now() }),
+        ).catch(() => {});
+        throw added.reason;
+      }
+      this.host.emitEvent('queued', { organisation, id, messageId: message.messageId, duplicate: false });
+      return { id, duplicate: false, messageId: message.messageId };
+    }
+    const r = await add;
     if (r.created) {
-      await this.stores.log?.put(this.newRecord(r.id, message, 'queue', organisation, key));
+      await log?.put(this.newRecord(r.id, message, 'queue', organisation, key));
       this.host.emitEvent('queued', { organisation, id: r.id, messageId: message.messageId, duplicate: false });
       return { id: r.id, duplicate: false, messageId: message.messageId };
     }
@@ -502,6 +510,18 @@ export class DeliveryEngine {
     });
   }
 
+  /** Updates a job's record; writes it whole when missing (a crash between the queue and the log). */
+  private async patch(job: QueueJob, patch: Partial<DeliveryRecord>): Promise<void> {
+    const log = this.stores.log;
+    if (!log || (await log.update(job.id, patch))) return;
+    const record: Record<string, unknown> = {
+      ...this.newRecord(job.id, job.message, 'queue', job.organisation, job.idempotencyKey),
+      ...patch,
+    };
+    for (const [k, v] of Object.entries(record)) if (v === undefined) delete record[k];
+    await log.put(record as unknown as DeliveryRecord);
+  }
+
   private backoff(attempts: number, floor = 0): number {
     const initial = this.policy.backoff?.initial ?? 5_000;
     const max = this.policy.backoff?.max ?? 3_600_000;
@@ -513,8 +533,10 @@ export class DeliveryEngine {
   async handle(job: QueueJob): Promise<JobOutcome> {
     const { log } = this.stores;
     const { organisation } = job;
-    let details: DeliveryDetails | undefined = log ? await log.get(job.id) : undefined;
-    if (log && !details) {
+    // a job no consumer had before has no earlier attempt to recover: skip reading the log
+    const fresh = job.taken === 1 && job.attempts === 0 && job.route === undefined;
+    let details: DeliveryDetails | undefined = log && !fresh ? await log.get(job.id) : undefined;
+    if (log && !fresh && !details) {
       const rec = this.newRecord(job.id, job.message, 'queue', organisation, job.idempotencyKey);
       await log.put(rec);
       details = { ...rec, history: [] };
@@ -574,7 +596,7 @@ export class DeliveryEngine {
         observer: t.observer,
       });
       // the attempt and the record in one commit (SQLite batches writes of one turn)
-      await Promise.all([t.settle(receipt), log?.update(job.id, this.sentPatch(receipt, attempts + 1, unknown))]);
+      await Promise.all([t.settle(receipt), this.patch(job, this.sentPatch(receipt, attempts + 1, unknown))]);
       return { status: 'sent' };
     } catch (err) {
       await t.settle();
@@ -659,7 +681,7 @@ export class DeliveryEngine {
     unknown: boolean,
     lastRoute: string | undefined,
   ): Promise<JobOutcome> {
-    await this.stores.log?.update(job.id, {
+    await this.patch(job, {
       ...this.failurePatch(error, lastRoute),
       status: 'queued',
       attempts,
@@ -685,7 +707,7 @@ export class DeliveryEngine {
     error?: MailError,
     lastRoute?: string,
   ): Promise<JobOutcome> {
-    await this.stores.log?.update(job.id, {
+    await this.patch(job, {
       ...(error ? this.failurePatch(error, lastRoute) : { updatedAt: Date.now() }),
       status: 'dead',
       reason: this.redactor(reason),

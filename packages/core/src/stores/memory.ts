@@ -92,6 +92,7 @@ export class MemoryQueue implements QueueStore {
             .sort((a, b) => a.job.runAt - b.job.runAt)
             .slice(0, n);
           for (const s of due) {
+            s.job.taken = (s.job.taken ?? 0) + 1;
             s.state = 'active';
             s.owner = owner;
             s.leaseUntil = leaseUntil;
@@ -233,6 +234,8 @@ export class MemoryDeliveryLog implements DeliveryLog {
       this.attempts.set(attempt.deliveryId, list);
     }
     list.set(attempt.id, structuredClone(attempt));
+    const r = this.records.get(attempt.deliveryId);
+    if (r && attempt.status === 'in-flight') r.status = 'sending';
   }
   get(id: string): DeliveryDetails | undefined {
     const r = this.records.get(id);

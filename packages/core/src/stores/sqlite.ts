@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS mailvia_jobs (
   message TEXT,
   state TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
+  taken INTEGER NOT NULL DEFAULT 0,
   route TEXT,
   created_at INTEGER NOT NULL,
   run_at INTEGER NOT NULL,
@@ -276,6 +277,7 @@ export class SqliteQueue implements QueueStore {
       attempts: num(r.attempts),
       createdAt: num(r.created_at),
       runAt: num(r.run_at),
+      ...(r.taken !== undefined ? { taken: num(r.taken) } : {}),
       ...(r.org ? { organisation: String(r.org) } : {}),
       ...(str(r.idem) !== undefined ? { idempotencyKey: String(r.idem) } : {}),
       ...(str(r.route) !== undefined ? { route: String(r.route) } : {}),
@@ -296,13 +298,13 @@ export class SqliteQueue implements QueueStore {
             }
             const rows = db
               .sql(
-                `UPDATE mailvia_jobs SET state = 'active', owner = ?, lease_until = ?, updated_at = ?
+                `UPDATE mailvia_jobs SET state = 'active', owner = ?, lease_until = ?, updated_at = ?, taken = taken + 1
                  WHERE id IN (
                    SELECT id FROM mailvia_jobs WHERE state = 'waiting' AND run_at <= ?
                    UNION ALL
                    SELECT id FROM mailvia_jobs WHERE state = 'active' AND lease_until <= ?
                    LIMIT ?)
-                 RETURNING id, org, idem, message, attempts, route, created_at, run_at`,
+                 RETURNING id, org, idem, message, attempts, taken, route, created_at, run_at`,
               )
               .all(owner, leaseUntil, now, now, now, n) as Row[];
             return rows.map((r) => this.toJob(r));
@@ -448,6 +450,14 @@ export class SqliteDeliveryLog implements DeliveryLog {
            ON CONFLICT (id) DO UPDATE SET data = excluded.data, started_at = excluded.started_at`,
         )
         .run(attempt.id, attempt.deliveryId, attempt.startedAt, JSON.stringify(attempt));
+      if (attempt.status === 'in-flight') {
+        this.database
+          .sql(
+            `UPDATE mailvia_deliveries SET status = 'sending', data = json_set(data, '$.status', 'sending')
+             WHERE id = ? AND status != 'sending'`,
+          )
+          .run(attempt.deliveryId);
+      }
     });
   }
 

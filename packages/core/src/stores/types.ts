@@ -38,6 +38,11 @@ export interface QueueJob {
   createdAt: number;
   /** Epoch ms from which it may be taken. */
   runAt: number;
+  /**
+   * How many times a consumer took this job, this time included, when the store counts it.
+   * 1 means no consumer had it before, so no earlier attempt can be in flight.
+   */
+  taken?: number;
 }
 
 /** What to enqueue: a job before any attempt. */
@@ -267,7 +272,10 @@ export interface DeliveryLog {
   put(record: DeliveryRecord): MaybePromise<void>;
   /** Changes fields of a record; false when there is none. `updatedAt` is set by the caller. */
   update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): MaybePromise<boolean>;
-  /** Creates or replaces an attempt (by id). */
+  /**
+   * Creates or replaces an attempt (by id). An `in-flight` attempt also marks its delivery
+   * `sending` (in the same step), so starting an attempt is one write.
+   */
   putAttempt(attempt: AttemptRecord): MaybePromise<void>;
   /** A record with its attempts, oldest attempt first. */
   get(id: string): MaybePromise<DeliveryDetails | undefined>;

@@ -212,6 +212,9 @@ export function storeConformance(options: StoreConformanceOptions): void {
       await log.put(rec('d2', 'org-a', 'sent', t0 + 1000, 'bob@example.org'));
       await log.put(rec('d3', 'org-b', 'dead', t0 + 2000, 'ada@example.org'));
       await log.putAttempt({ id: 'a1', deliveryId: 'd1', route: 'smtp(a)', status: 'in-flight', startedAt: t0 + 5 });
+      // an attempt in flight marks its delivery sending, in the same step
+      expect((await log.get('d1'))?.status).toBe('sending');
+      expect((await log.query({ status: 'sending' })).map((r) => r.id)).toEqual(['d1']);
       await log.putAttempt({
         id: 'a2',
         deliveryId: 'd1',
