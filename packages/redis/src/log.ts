@@ -10,42 +10,76 @@ import {
 import type { Redis } from 'ioredis';
 import { script } from './scripts.js';
 
-// KEYS: record, all, org, new status, unknown, recipient indexes…
-// ARGV: data, status, id, score, unknown (0/1), status index prefix
+// KEYS: record, all, org, unknown, recipient indexes…
+// ARGV: status index prefix, id, score, status, unknown (0/1), field, value, field, value…
 const PUT = `
-local old = redis.call('HGET', KEYS[1], 'status')
-if old and old ~= ARGV[2] then redis.call('ZREM', ARGV[6] .. old, ARGV[3]) end
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'status', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3]) else redis.call('ZREM', KEYS[5], ARGV[3]) end
-for i = 6, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[3]) end
+local old = redis.call('HGET', KEYS[1], '_status')
+if old and old ~= ARGV[4] then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_status', ARGV[4], '_score', ARGV[3], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', ARGV[1] .. ARGV[4], ARGV[3], ARGV[2])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) else redis.call('ZREM', KEYS[4], ARGV[2]) end
+for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
 return 1`;
 
-// KEYS: record, old status index, new status index, unknown
-// ARGV: expected version, data, status, id, score, unknown (0/1)
+// KEYS: record, unknown index
+// ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, n field/value pairs, fields to delete…
 const UPDATE = `
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', ARGV[3], 'v', tostring(tonumber(v) + 1))
-if KEYS[2] ~= KEYS[3] then
-  redis.call('ZREM', KEYS[2], ARGV[4])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local score = redis.call('HGET', KEYS[1], '_score')
+if ARGV[3] ~= '' then
+  local old = redis.call('HGET', KEYS[1], '_status')
+  if old ~= ARGV[3] then
+    if old then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
+    redis.call('ZADD', ARGV[1] .. ARGV[3], score, ARGV[2])
+    redis.call('HSET', KEYS[1], '_status', ARGV[3])
+  end
 end
-if ARGV[6] == '1' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4]) else redis.call('ZREM', KEYS[4], ARGV[4]) end
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[2]) elseif ARGV[4] == '0' then redis.call('ZREM', KEYS[2], ARGV[2]) end
+local n = tonumber(ARGV[5])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n)) end
+if #ARGV > 5 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 6 + 2 * n)) end
 return 1`;
+
+// KEYS: attempts hash, record; ARGV: attempt id, attempt JSON, in flight (1/0), status index prefix, delivery id
+const ATTEMPT = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then
+  local old = redis.call('HGET', KEYS[2], '_status')
+  if old and old ~= 'sending' then
+    local score = redis.call('HGET', KEYS[2], '_score')
+    redis.call('ZREM', ARGV[4] .. old, ARGV[5])
+    redis.call('ZADD', ARGV[4] .. 'sending', score, ARGV[5])
+    redis.call('HSET', KEYS[2], '_status', 'sending', 'status', '"sending"')
+  end
+end
+return 1`;
+
+/** A record as hash fields: each property JSON-encoded in its own field. */
+function fields(record: Partial<DeliveryRecord>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(record)) if (v !== undefined) out.push(k, JSON.stringify(v));
+  return out;
+}
+
+function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
+  if (!hash._status) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(hash)) if (!k.startsWith('_')) out[k] = JSON.parse(v);
+  return out as unknown as DeliveryRecord;
+}
 
 /**
- * The delivery log in Redis: a hash per delivery (its JSON and a version for compare-and-set
- * updates), a hash of its attempts, and sorted sets by creation time per organisation, status,
- * recipient and unknown outcome for queries.
+ * The delivery log in Redis: a hash per delivery (one field per property, so an update is one
+ * atomic script), a hash of its attempts, and sorted sets by creation time per organisation,
+ * status, recipient and unknown outcome for queries.
  */
 export class RedisDeliveryLog implements DeliveryLog {
-  private readonly putScript = script(PUT, 5);
-  private readonly updateScript = script(UPDATE, 4);
+  private readonly putScript = script(PUT, 4);
+  private readonly updateScript = script(UPDATE, 2);
+  private readonly attemptScript = script(ATTEMPT, 2);
 
   constructor(
     private readonly redis: Redis,
@@ -61,53 +95,65 @@ export class RedisDeliveryLog implements DeliveryLog {
       this.k('d', record.id),
       this.k('i', 'all'),
       this.k('i', 'org', record.organisation ?? ''),
-      this.k('i', 'st', record.status),
       this.k('i', 'unknown'),
       ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
     ];
     await this.putScript(this.redis, keys, [
-      JSON.stringify(record),
-      record.status,
+      this.k('i', 'st', ''),
       record.id,
       record.createdAt,
+      record.status,
       record.unknown ? 1 : 0,
-      this.k('i', 'st', ''),
+      ...fields(record),
     ]);
   }
 
+  /** Changes fields in one atomic step (organisation, recipients and createdAt are not re-indexed). */
   async update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): Promise<boolean> {
-    for (let tries = 0; tries < 20; tries++) {
-      const [data, v, status] = await this.redis.hmget(this.k('d', id), 'data', 'v', 'status');
-      if (data == null || v == null || status == null) return false;
-      const next = { ...(JSON.parse(data) as DeliveryRecord), ...patch };
-      for (const [key, value] of Object.entries(patch))
-        if (value === undefined) delete (next as Record<string, unknown>)[key];
-      const r = Number(
-        await this.updateScript(
-          this.redis,
-          [this.k('d', id), this.k('i', 'st', status), this.k('i', 'st', next.status), this.k('i', 'unknown')],
-          [v, JSON.stringify(next), next.status, id, next.createdAt, next.unknown ? 1 : 0],
-        ),
-      );
-      if (r === 1) return true;
-      if (r === -1) return false;
-    }
-    throw new Error(`the delivery log record ${id} kept changing under an update`);
+    const set = fields(patch);
+    const removed = Object.entries(patch)
+      .filter(([, v]) => v === undefined)
+      .map(([k]) => k);
+    const r = await this.updateScript(
+      this.redis,
+      [this.k('d', id), this.k('i', 'unknown')],
+      [
+        this.k('i', 'st', ''),
+        id,
+        patch.status ?? '',
+        patch.unknown === undefined ? '' : patch.unknown ? '1' : '0',
+        set.length / 2,
+        ...set,
+        ...removed,
+      ],
+    );
+    return Number(r) === 1;
   }
 
   async putAttempt(attempt: AttemptRecord): Promise<void> {
-    await this.redis.hset(this.k('a', attempt.deliveryId), attempt.id, JSON.stringify(attempt));
+    await this.attemptScript(
+      this.redis,
+      [this.k('a', attempt.deliveryId), this.k('d', attempt.deliveryId)],
+      [
+        attempt.id,
+        JSON.stringify(attempt),
+        attempt.status === 'in-flight' ? '1' : '0',
+        this.k('i', 'st', ''),
+        attempt.deliveryId,
+      ],
+    );
   }
 
   async get(id: string): Promise<DeliveryDetails | undefined> {
-    const [[, data], [, attempts]] = (await this.redis
+    const [[, hash], [, attempts]] = (await this.redis
       .multi()
-      .hget(this.k('d', id), 'data')
+      .hgetall(this.k('d', id))
       .hvals(this.k('a', id))
-      .exec()) as [[unknown, string | null], [unknown, string[]]];
-    if (!data) return undefined;
+      .exec()) as [[unknown, Record<string, string>], [unknown, string[]]];
+    const record = fromHash(hash);
+    if (!record) return undefined;
     const history = attempts.map((a) => JSON.parse(a) as AttemptRecord).sort((a, b) => a.startedAt - b.startedAt);
-    return { ...(JSON.parse(data) as DeliveryRecord), history };
+    return { ...record, history };
   }
 
   private indexFor(q: DeliveryQuery): string {
@@ -129,11 +175,11 @@ export class RedisDeliveryLog implements DeliveryLog {
       const ids = await this.redis.zrange(index, max, min, 'BYSCORE', 'REV', 'LIMIT', offset, page);
       if (ids.length === 0) break;
       const pipe = this.redis.pipeline();
-      for (const id of ids) pipe.hget(this.k('d', id), 'data');
+      for (const id of ids) pipe.hgetall(this.k('d', id));
       const rows = (await pipe.exec()) ?? [];
-      for (const [, data] of rows) {
-        if (typeof data !== 'string') continue;
-        const r = JSON.parse(data) as DeliveryRecord;
+      for (const [, hash] of rows) {
+        const r = fromHash((hash ?? {}) as Record<string, string>);
+        if (!r) continue;
         if (matchesQuery(r, q)) out.push(r);
         if (out.length >= want) break;
       }
@@ -151,12 +197,11 @@ export class RedisDeliveryLog implements DeliveryLog {
       if (ids.length === 0) break;
       let kept = 0;
       for (const id of ids) {
-        const data = await this.redis.hget(this.k('d', id), 'data');
-        if (!data) {
+        const r = fromHash(await this.redis.hgetall(this.k('d', id)));
+        if (!r) {
           await this.redis.zrem(all, id);
           continue;
         }
-        const r = JSON.parse(data) as DeliveryRecord;
         if (r.status === 'queued' || r.status === 'sending') {
           kept++;
           continue;
@@ -178,10 +223,8 @@ export class RedisDeliveryLog implements DeliveryLog {
       const ids = await this.redis.zrange(all, '-inf', `(${policy.contentBefore}`, 'BYSCORE', 'LIMIT', offset, 500);
       if (ids.length === 0) break;
       for (const id of ids) {
-        const data = await this.redis.hget(this.k('d', id), 'data');
-        if (!data) continue;
-        const r = JSON.parse(data) as DeliveryRecord;
-        if (r.content && r.updatedAt < policy.contentBefore) await this.update(id, { content: undefined });
+        const [content, updatedAt] = await this.redis.hmget(this.k('d', id), 'content', 'updatedAt');
+        if (content && Number(updatedAt) < policy.contentBefore) await this.update(id, { content: undefined });
       }
       if (ids.length < 500) break;
     }

@@ -89,6 +89,7 @@ export class RedisQueue implements QueueStore {
       attempts: d.attempts,
       createdAt: d.createdAt,
       runAt: d.runAt,
+      ...(typeof bj.attemptsStarted === 'number' ? { taken: bj.attemptsStarted } : {}),
       ...(d.organisation !== undefined ? { organisation: d.organisation } : {}),
       ...(d.idempotencyKey !== undefined ? { idempotencyKey: d.idempotencyKey } : {}),
       ...(d.route !== undefined ? { route: d.route } : {}),
