@@ -1,6 +1,6 @@
 /**
  * `pnpm bench`: runs core's benchmark, then the optional bench modules that exist
- * (bench/exim.ts → `benchExim()`, bench/socks.ts → `benchSocks()`), and writes
+ * (bench/exim.ts → `benchExim()`, bench/socks.ts → `benchSocks()`, bench/queue.ts → `benchQueue()`), and writes
  * bench/results/latest.json and bench/results/RESULTS.md.
  *
  * An optional module's function returns a `BenchSection`, an array of them (see bench/core.ts),
@@ -18,6 +18,7 @@ const OPTIONAL_TIMEOUT_MS = 60_000;
 const OPTIONAL: { file: string; fn: string }[] = [
   { file: 'exim.ts', fn: 'benchExim' },
   { file: 'socks.ts', fn: 'benchSocks' },
+  { file: 'queue.ts', fn: 'benchQueue' },
 ];
 
 interface ModuleResult {
