@@ -108,8 +108,9 @@ class CompositeTransport implements Transport {
         });
         continue;
       }
+      // a failing hook (the delivery log is down) fails the send as it is: the route is not at fault
+      if (!composite) await observer?.beforeAttempt?.(route.name);
       try {
-        if (!composite) await observer?.beforeAttempt?.(route.name);
         const receipt = await route.send(message, options);
         if (resting) await this.state.clear(key);
         if (composite) attempts.push(...receipt.attempts);

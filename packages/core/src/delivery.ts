@@ -235,7 +235,7 @@ export class DeliveryEngine {
   }
 
   /** An observer that writes each attempt to the log: in flight before the call, then its end. */
-  private tracker(deliveryId: string, organisation: string | undefined) {
+  private tracker(deliveryId: string, organisation: string | undefined, gate?: () => Promise<void>) {
     const log = this.stores.log;
     const current = new Map<string, AttemptRecord>();
     const writes: Promise<unknown>[] = [];
@@ -243,6 +243,7 @@ export class DeliveryEngine {
     let last: string | undefined;
     const observer: SendObserver = {
       beforeAttempt: async (route) => {
+        await gate?.();
         last = route;
         if (!log) return;
         const a: AttemptRecord = {
@@ -582,13 +583,32 @@ export class DeliveryEngine {
     if (attempts >= maxAttempts)
       return this.dead(job, attempts, unknown, `${attempts} attempts made; the last one's outcome is unknown`);
 
-    const { message, dropped } = await this.filterSuppressed(organisation, job.message);
-    if (dropped.length)
-      this.host.emitEvent('suppressed', { organisation, messageId: job.message.messageId, recipients: dropped });
-    if (message.envelope.to.length === 0)
-      return this.dead(job, attempts, unknown, this.suppressedError(dropped).message, this.suppressedError(dropped));
+    // the suppression list is read while the chain looks at its routes; the answer is awaited
+    // before the first network call, and leaves suppressed recipients out of the envelope
+    const message: PreparedMessage = {
+      ...job.message,
+      envelope: { ...job.message.envelope, to: [...job.message.envelope.to] },
+    };
+    const suppressed = this.stores.suppression ? this.filterSuppressed(organisation, job.message) : undefined;
+    suppressed?.catch(() => {});
+    let filtered = false;
+    const gate = suppressed
+      ? async () => {
+          const r = await suppressed;
+          if (!filtered && r.dropped.length) {
+            filtered = true;
+            message.envelope.to = r.message.envelope.to;
+            this.host.emitEvent('suppressed', {
+              organisation,
+              messageId: job.message.messageId,
+              recipients: r.dropped,
+            });
+          }
+          if (message.envelope.to.length === 0) throw this.suppressedError(r.dropped);
+        }
+      : undefined;
 
-    const t = this.tracker(job.id, organisation);
+    const t = this.tracker(job.id, organisation, gate);
     try {
       const receipt = await this.host.dispatch(message, {
         ...(organisation !== undefined ? { organisation } : {}),
