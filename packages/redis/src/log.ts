@@ -14,13 +14,15 @@ import { script } from './scripts.js';
 // ARGV: status index prefix, id, score, status, unknown (0/1), field, value, field, value…
 const PUT = `
 local old = redis.call('HGET', KEYS[1], '_status')
-if old and old ~= ARGV[4] then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
-redis.call('DEL', KEYS[1])
+if old then
+  if old ~= ARGV[4] then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
+  redis.call('DEL', KEYS[1])
+end
 redis.call('HSET', KEYS[1], '_status', ARGV[4], '_score', ARGV[3], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZADD', ARGV[1] .. ARGV[4], ARGV[3], ARGV[2])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) else redis.call('ZREM', KEYS[4], ARGV[2]) end
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) elseif old then redis.call('ZREM', KEYS[4], ARGV[2]) end
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
 return 1`;
 
