@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PNPM=(npx -y pnpm@10.34.9)
 
 # Real peers the tests start themselves: Exim, swaks, Dante, tini, Chromium, openssl.
-DEB_PACKAGES=(exim4-daemon-light swaks tini dante-server chromium openssl util-linux passwd)
+DEB_PACKAGES=(exim4-daemon-light swaks tini dante-server chromium openssl util-linux passwd redis-server)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

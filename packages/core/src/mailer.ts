@@ -80,7 +80,19 @@ export interface MailerEvents {
   sent: [{ organisation?: string; receipt: Receipt }];
   failed: [{ organisation?: string; messageId: string; error: MailError }];
   'fell-over': [{ organisation?: string; messageId: string; failed: Attempt[]; route: string }];
-  'route-rested': [{ organisation?: string; route: string; until: number; kind: FailureKind; reason: string }];
+  'route-rested': [
+    {
+      organisation?: string;
+      route: string;
+      until: number;
+      kind: FailureKind;
+      reason: string;
+      /** The provider's raw code (e.g. `535 5.7.8`, `invalid_grant`). */
+      code?: string;
+      /** The classification row that decided the kind. */
+      rule?: string;
+    },
+  ];
   /** A message entered the queue (`duplicate`: its idempotency key was there already). */
   queued: [{ organisation?: string; id: string; messageId?: string; duplicate: boolean }];
   /** A queued message failed for now and will be tried again at `runAt`. */
@@ -235,7 +247,15 @@ export class Mailer extends EventEmitter<MailerEvents> {
           },
           rested: (route, until, error) => {
             extra?.rested?.(route, until, error);
-            this.emit('route-rested', { organisation, route, until, kind: error.kind, reason: error.message });
+            this.emit('route-rested', {
+              organisation,
+              route,
+              until,
+              kind: error.kind,
+              reason: error.message,
+              ...(error.code !== undefined ? { code: error.code } : {}),
+              ...(error.rule !== undefined ? { rule: error.rule } : {}),
+            });
           },
           ...(extra?.beforeAttempt ? { beforeAttempt: extra.beforeAttempt } : {}),
           quota: (event) => {

@@ -64,6 +64,8 @@ describe('mailer with organisations', () => {
       },
     });
     const events: string[] = [];
+    const rested: MailerEvents['route-rested'][0][] = [];
+    mailer.on('route-rested', (e) => rested.push(e));
     for (const e of ['attempt', 'sent', 'fell-over', 'route-rested', 'failed'] as (keyof MailerEvents)[]) {
       mailer.on(e, () => events.push(e));
     }
@@ -86,6 +88,12 @@ describe('mailer with organisations', () => {
     expect(resolved).toBe(2);
     expect(events).toContain('fell-over');
     expect(events).toContain('route-rested');
+    expect(rested[0]).toMatchObject({
+      organisation: 'school-b',
+      kind: 'unavailable',
+      code: 'ECONNREFUSED',
+      rule: 'network/connect-failed',
+    });
     expect(events.filter((e) => e === 'sent')).toHaveLength(3);
     await mailer.close();
   });
