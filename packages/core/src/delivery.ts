@@ -540,7 +540,7 @@ export class DeliveryEngine {
     if (log && !fresh && !details) {
       const rec = this.newRecord(job.id, job.message, 'queue', organisation, job.idempotencyKey);
       await log.put(rec);
-      details = { ...rec, history: [] };
+      details = { ...rec, history: [], events: [] };
     }
     // a worker that died after the send but before the queue heard of it
     if (details?.status === 'sent') return { status: 'sent' };
@@ -750,6 +750,17 @@ export class DeliveryEngine {
    * and Message-ID (two concurrent resends send once); a queued one is left as it is.
    */
   async resend(id: string): Promise<EnqueueResult> {
+    const record = await this.stores.log?.get(id);
+    if (record?.via === 'send') {
+      // only the queue keeps a message whole: the log has at most redacted text, never
+      // attachments, headers or the To/Cc split, and sending that would be another message
+      throw new MailError(
+        record.status === 'sent'
+          ? `delivery ${id} was sent already; send the message again to send another copy`
+          : `delivery ${id} was a direct send (mailer.send): its message is not stored (the delivery log keeps at most redacted text, never attachments or headers), so it cannot be sent again from the log; the caller got the error and may send it again, or use mailer.enqueue for mail that must be retried and resendable`,
+        { kind: 'refused', phase: 'validate', code: record.status === 'sent' ? 'EALREADYSENT' : 'ERESENDUNAVAILABLE' },
+      );
+    }
     const queue = this.queue();
     let job = await queue.get(id);
     // the log says dead a moment before the queue applies it: wait for the queue to catch up

@@ -57,6 +57,7 @@ export {
   type MailerMode,
   type MailerOptions,
   type MailerSendOptions,
+  type RouteStatus,
 } from './mailer.js';
 export {
   type Address,
@@ -71,6 +72,7 @@ export {
   type ValidationOptions,
 } from './message.js';
 export { composeMime } from './mime.js';
+export { type QuotaEvent, type QuotaReading, type RouteQuota, readQuota } from './quota.js';
 export {
   boolParam,
   captureRoute,
@@ -120,6 +122,7 @@ export type {
   AttemptRecord,
   AttemptStatus,
   DeliveryDetails,
+  DeliveryEvent,
   DeliveryLog,
   DeliveryQuery,
   DeliveryRecord,
@@ -139,7 +142,9 @@ export type {
   RetentionPolicy,
   SuppressionEntry,
   SuppressionList,
+  SuppressionSource,
 } from './stores/types.js';
+export { MAX_DELIVERY_EVENTS } from './stores/types.js';
 export { abortReason, combineSignals, isLoopbackHost } from './util.js';
 export {
   bracketedMessageId,

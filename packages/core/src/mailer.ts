@@ -14,7 +14,7 @@ import {
 } from './delivery.js';
 import { type Attempt, type FailureKind, MailError, RouteConfigError } from './errors.js';
 import { type Message, type PreparedMessage, prepareMessage, type ValidationOptions } from './message.js';
-import type { QuotaEvent } from './quota.js';
+import { type QuotaEvent, type QuotaReading, readQuota } from './quota.js';
 import { type RouteFactory, RouteRegistry, type RouteSpec } from './registry.js';
 import { MemoryRouteState, type RouteStateStore } from './route-state.js';
 import type { Receipt, SendObserver, Transport } from './spec.js';
@@ -111,6 +111,22 @@ export interface MailerEvents {
   'quota-exhausted': [QuotaEvent & { organisation?: string }];
 }
 
+/** One route of an organisation's chain as {@link Mailer.routeHealth} reads it: live, from the route state store. */
+export interface RouteStatus {
+  /** The route's name (never a secret). */
+  name: string;
+  /** Where it sits in the chain: `[1, 0]` is the first route of the second member; `[]` for a lone route. */
+  position: number[];
+  /** Set while the route rests (skipped without a network call until `until`, epoch ms). */
+  resting?: { until: number; kind: FailureKind; reason: string };
+  /** The kind of the last failure that rested it (kept after the rest ended, while the store keeps it). */
+  lastFailureKind?: FailureKind;
+  /** Each window of the route's quota now: limit, used, left, reset time. Absent without a quota. */
+  quota?: QuotaReading[];
+  /** True when a quota window is used up: the route is skipped until that window's `resetAt`. */
+  exhausted: boolean;
+}
+
 interface CachedChain {
   transport: Promise<Transport>;
   lastUsed: number;
@@ -199,9 +215,42 @@ export class Mailer extends EventEmitter<MailerEvents> {
     return this.engine.startWorker(options);
   }
 
-  /** Sends a dead delivery again (same id, idempotency key and Message-ID); a queued one is left as is. */
+  /**
+   * Sends a dead delivery again (same id, idempotency key and Message-ID); a queued one is left as is.
+   * Only enqueued deliveries can be resent: the queue keeps their message whole. A failed direct
+   * `send` is refused with code `ERESENDUNAVAILABLE` (its message was never stored; the caller
+   * got the error), a sent one with `EALREADYSENT`, one not in the queue with `ENOTFOUND`.
+   */
   resend(id: string): Promise<EnqueueResult> {
     return this.engine.resend(id);
+  }
+
+  /**
+   * The routes of an organisation's chain (the default routes without one), as they stand now:
+   * resting state and quota usage, read from the route state store (shared by every instance
+   * with Redis), not from past events. Nothing is counted or sent; no route is verified.
+   */
+  async routeHealth(organisation?: string): Promise<RouteStatus[]> {
+    const chain = await this.transportFor(organisation);
+    const prefix = organisation === undefined ? '' : `${organisation}:`;
+    const now = Date.now();
+    const leaves = (t: Transport, position: number[]): { route: Transport; position: number[] }[] =>
+      isComposite(t)
+        ? (t as unknown as { routes: readonly Transport[] }).routes.flatMap((r, i) => leaves(r, [...position, i]))
+        : [{ route: t, position }];
+    return Promise.all(
+      leaves(chain, []).map(async ({ route, position }) => {
+        const [rest, quota] = await Promise.all([this.state.get(`${prefix}${route.name}`), readQuota(route, now)]);
+        return {
+          name: route.name,
+          position,
+          ...(rest && rest.until > now ? { resting: { until: rest.until, kind: rest.kind, reason: rest.reason } } : {}),
+          ...(rest ? { lastFailureKind: rest.kind } : {}),
+          ...(quota ? { quota } : {}),
+          exhausted: quota?.some((q) => q.exhausted) ?? false,
+        };
+      }),
+    );
   }
 
   /** Applies the delivery log's retention now (workers do it every 10 minutes). */

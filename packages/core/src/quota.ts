@@ -100,6 +100,32 @@ export function checkQuota(value: unknown, where?: string): RouteQuota {
   return q as RouteQuota;
 }
 
+/** One window of a route's quota, as it stands now (read from the route state store). */
+export interface QuotaReading {
+  /** Which limit: `perSecond`, `perMinute`, `perHour`, `perDay` or `rolling24h`. */
+  window: QuotaEvent['window'];
+  limit: number;
+  /** Units counted in the window now. */
+  used: number;
+  /** `limit - used` (0 when used up). */
+  left: number;
+  /** Epoch ms when a unit frees up (fixed windows: the window's end; rolling: the oldest unit's expiry). */
+  resetAt: number;
+  /** True when no unit is left: the route is skipped (fails `limited` without a network call) until `resetAt`. */
+  exhausted: boolean;
+}
+
+const QUOTA_READER = Symbol.for('mailvia.quota');
+
+/**
+ * Reads the quota windows of a route wrapped by {@link withQuota}, without counting anything;
+ * undefined for a route without a quota.
+ */
+export async function readQuota(route: Transport, now = Date.now()): Promise<QuotaReading[] | undefined> {
+  const reader = (route as unknown as Record<symbol, unknown>)[QUOTA_READER];
+  return typeof reader === 'function' ? (reader as (now: number) => Promise<QuotaReading[]>)(now) : undefined;
+}
+
 /**
  * Wraps a route so that its quota is counted in `state` before each attempt. A used-up window
  * raises `limited` (with `quota` for hours and days, and `retryAfter` until a unit frees up)
@@ -108,13 +134,30 @@ export function checkQuota(value: unknown, where?: string): RouteQuota {
 export function withQuota(route: Transport, quota: RouteQuota, state: RouteStateStore, stateKey: string): Transport {
   const windows = WINDOWS.filter((w) => quota[w.field] !== undefined);
   const warnAt = quota.warnAt ?? 0.8;
+  const read = async (now: number): Promise<QuotaReading[]> =>
+    Promise.all(
+      windows.map(async (w) => {
+        const limit = quota[w.field]!;
+        const usage = await state.consume(`quota:${stateKey}${route.name}`, w.window, limit, { amount: 0, now });
+        const left = Math.max(0, limit - usage.used);
+        return { window: w.field, limit, used: usage.used, left, resetAt: usage.resetAt, exhausted: left === 0 };
+      }),
+    );
   const wrapped: Transport = {
     specificationVersion: 'v1',
     name: route.name,
     async send(message: PreparedMessage, options: SendOptions = {}): Promise<Receipt> {
-      for (const w of windows) {
+      // with several windows, a used-up later one must not cost a unit of an earlier one:
+      // read them all first (counting nothing), then count
+      const used = windows.length > 1 ? await read(Date.now()) : [];
+      const blocked = used.findIndex((q) => q.exhausted);
+      for (const i of blocked >= 0 ? [blocked] : windows.keys()) {
+        const w = windows[i]!;
         const limit = quota[w.field]!;
-        const usage = await state.consume(`quota:${stateKey}${route.name}`, w.window, limit);
+        const seen = used[i];
+        const usage = seen?.exhausted
+          ? { allowed: false, used: seen.used, limit, resetAt: seen.resetAt }
+          : await state.consume(`quota:${stateKey}${route.name}`, w.window, limit);
         const event = { route: route.name, window: w.field, used: usage.used, limit, resetAt: usage.resetAt };
         if (!usage.allowed) {
           throw new MailError(
@@ -143,5 +186,6 @@ export function withQuota(route: Transport, quota: RouteQuota, state: RouteState
   };
   if (route.verify) wrapped.verify = (o) => route.verify!(o);
   if (route.close) wrapped.close = () => route.close!();
+  Object.defineProperty(wrapped, QUOTA_READER, { value: read, enumerable: false });
   return wrapped;
 }

@@ -1,9 +1,11 @@
 import {
   type AttemptRecord,
   type DeliveryDetails,
+  type DeliveryEvent,
   type DeliveryLog,
   type DeliveryQuery,
   type DeliveryRecord,
+  MAX_DELIVERY_EVENTS,
   matchesQuery,
   type RetentionPolicy,
 } from '@mailvia/core';
@@ -26,7 +28,7 @@ if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) elseif old 
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
 return 1`;
 
-// KEYS: record, unknown index
+// KEYS: record, unknown index[, provider id index to add the delivery to]
 // ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, n field/value pairs, fields to delete…
 const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -40,6 +42,7 @@ if ARGV[3] ~= '' then
   end
 end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[2]) elseif ARGV[4] == '0' then redis.call('ZREM', KEYS[2], ARGV[2]) end
+if KEYS[3] then redis.call('ZADD', KEYS[3], score, ARGV[2]) end
 local n = tonumber(ARGV[5])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n)) end
 if #ARGV > 5 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 6 + 2 * n)) end
@@ -59,6 +62,13 @@ if ARGV[3] == '1' then
 end
 return 1`;
 
+// KEYS: record, events list; ARGV: event JSON, how many to keep
+const EVENT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+return 1`;
+
 /** A record as hash fields: each property JSON-encoded in its own field. */
 function fields(record: Partial<DeliveryRecord>): string[] {
   const out: string[] = [];
@@ -75,13 +85,15 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
 
 /**
  * The delivery log in Redis: a hash per delivery (one field per property, so an update is one
- * atomic script), a hash of its attempts, and sorted sets by creation time per organisation,
- * status, recipient and unknown outcome for queries.
+ * atomic script), a hash of its attempts, a list of its provider events, and sorted sets by
+ * creation time per organisation, status, recipient, Message-ID, provider id and unknown outcome
+ * for queries (a webhook finds its delivery by one lookup).
  */
 export class RedisDeliveryLog implements DeliveryLog {
   private readonly putScript = script(PUT, 4);
   private readonly updateScript = script(UPDATE, 2);
   private readonly attemptScript = script(ATTEMPT, 2);
+  private readonly eventScript = script(EVENT, 2);
 
   constructor(
     private readonly redis: Redis,
@@ -99,6 +111,8 @@ export class RedisDeliveryLog implements DeliveryLog {
       this.k('i', 'org', record.organisation ?? ''),
       this.k('i', 'unknown'),
       ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
+      this.k('i', 'mid', record.messageId),
+      ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
     ];
     await this.putScript(this.redis, keys, [
       this.k('i', 'st', ''),
@@ -110,7 +124,10 @@ export class RedisDeliveryLog implements DeliveryLog {
     ]);
   }
 
-  /** Changes fields in one atomic step (organisation, recipients and createdAt are not re-indexed). */
+  /**
+   * Changes fields in one atomic step (a new provider id is indexed; organisation, recipients,
+   * Message-ID and createdAt are not re-indexed).
+   */
   async update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): Promise<boolean> {
     const set = fields(patch);
     const removed = Object.entries(patch)
@@ -118,7 +135,11 @@ export class RedisDeliveryLog implements DeliveryLog {
       .map(([k]) => k);
     const r = await this.updateScript(
       this.redis,
-      [this.k('d', id), this.k('i', 'unknown')],
+      [
+        this.k('d', id),
+        this.k('i', 'unknown'),
+        ...(patch.providerMessageId !== undefined ? [this.k('i', 'pid', patch.providerMessageId)] : []),
+      ],
       [
         this.k('i', 'st', ''),
         id,
@@ -146,19 +167,31 @@ export class RedisDeliveryLog implements DeliveryLog {
     );
   }
 
+  async addEvent(id: string, event: DeliveryEvent): Promise<boolean> {
+    const r = await this.eventScript(
+      this.redis,
+      [this.k('d', id), this.k('e', id)],
+      [JSON.stringify(event), MAX_DELIVERY_EVENTS],
+    );
+    return Number(r) === 1;
+  }
+
   async get(id: string): Promise<DeliveryDetails | undefined> {
-    const [[, hash], [, attempts]] = (await this.redis
+    const [[, hash], [, attempts], [, events]] = (await this.redis
       .multi()
       .hgetall(this.k('d', id))
       .hvals(this.k('a', id))
-      .exec()) as [[unknown, Record<string, string>], [unknown, string[]]];
+      .lrange(this.k('e', id), 0, -1)
+      .exec()) as [[unknown, Record<string, string>], [unknown, string[]], [unknown, string[]]];
     const record = fromHash(hash);
     if (!record) return undefined;
     const history = attempts.map((a) => JSON.parse(a) as AttemptRecord).sort((a, b) => a.startedAt - b.startedAt);
-    return { ...record, history };
+    return { ...record, history, events: events.map((e) => JSON.parse(e) as DeliveryEvent) };
   }
 
   private indexFor(q: DeliveryQuery): string {
+    if (q.messageId !== undefined) return this.k('i', 'mid', q.messageId);
+    if (q.providerMessageId !== undefined) return this.k('i', 'pid', q.providerMessageId);
     if (q.recipient !== undefined) return this.k('i', 'rc', q.recipient.toLowerCase());
     if (q.organisation !== undefined) return this.k('i', 'org', q.organisation);
     if (typeof q.status === 'string') return this.k('i', 'st', q.status);
@@ -208,11 +241,12 @@ export class RedisDeliveryLog implements DeliveryLog {
           kept++;
           continue;
         }
-        const m = this.redis.multi().del(this.k('d', id), this.k('a', id));
+        const m = this.redis.multi().del(this.k('d', id), this.k('a', id), this.k('e', id));
         m.zrem(all, id)
           .zrem(this.k('i', 'org', r.organisation ?? ''), id)
           .zrem(this.k('i', 'st', r.status), id);
-        m.zrem(this.k('i', 'unknown'), id);
+        m.zrem(this.k('i', 'unknown'), id).zrem(this.k('i', 'mid', r.messageId), id);
+        if (r.providerMessageId !== undefined) m.zrem(this.k('i', 'pid', r.providerMessageId), id);
         for (const a of r.recipients) m.zrem(this.k('i', 'rc', a.toLowerCase()), id);
         await m.exec();
         deleted++;

@@ -3,6 +3,7 @@ import { Bell, runConsumer } from './consumer.js';
 import type {
   AttemptRecord,
   DeliveryDetails,
+  DeliveryEvent,
   DeliveryLog,
   DeliveryQuery,
   DeliveryRecord,
@@ -20,6 +21,7 @@ import type {
   SuppressionEntry,
   SuppressionList,
 } from './types.js';
+import { MAX_DELIVERY_EVENTS } from './types.js';
 
 interface Slot {
   job: QueueJob;
@@ -205,6 +207,8 @@ export function matchesQuery(r: DeliveryRecord, q: DeliveryQuery): boolean {
     if (!list.includes(r.status)) return false;
   }
   if (q.recipient !== undefined && !r.recipients.includes(q.recipient.toLowerCase())) return false;
+  if (q.messageId !== undefined && r.messageId !== q.messageId) return false;
+  if (q.providerMessageId !== undefined && r.providerMessageId !== q.providerMessageId) return false;
   if (q.since !== undefined && r.createdAt < q.since) return false;
   if (q.until !== undefined && r.createdAt >= q.until) return false;
   if (q.unknown !== undefined && r.unknown !== q.unknown) return false;
@@ -215,6 +219,7 @@ export function matchesQuery(r: DeliveryRecord, q: DeliveryQuery): boolean {
 export class MemoryDeliveryLog implements DeliveryLog {
   private readonly records = new Map<string, DeliveryRecord>();
   private readonly attempts = new Map<string, Map<string, AttemptRecord>>();
+  private readonly events = new Map<string, DeliveryEvent[]>();
 
   put(record: DeliveryRecord): void {
     this.records.set(record.id, structuredClone(record));
@@ -237,11 +242,22 @@ export class MemoryDeliveryLog implements DeliveryLog {
     const r = this.records.get(attempt.deliveryId);
     if (r && attempt.status === 'in-flight') r.status = 'sending';
   }
+  addEvent(id: string, event: DeliveryEvent): boolean {
+    if (!this.records.has(id)) return false;
+    const list = this.events.get(id) ?? [];
+    list.push(structuredClone(event));
+    this.events.set(id, list.slice(-MAX_DELIVERY_EVENTS));
+    return true;
+  }
   get(id: string): DeliveryDetails | undefined {
     const r = this.records.get(id);
     if (!r) return undefined;
     const attempts = [...(this.attempts.get(id)?.values() ?? [])].sort((a, b) => a.startedAt - b.startedAt);
-    return { ...structuredClone(r), history: structuredClone(attempts) };
+    return {
+      ...structuredClone(r),
+      history: structuredClone(attempts),
+      events: structuredClone(this.events.get(id) ?? []),
+    };
   }
   query(q: DeliveryQuery = {}): DeliveryRecord[] {
     const offset = q.offset ?? 0;
@@ -258,6 +274,7 @@ export class MemoryDeliveryLog implements DeliveryLog {
       if (r.createdAt < policy.recordsBefore && r.status !== 'queued' && r.status !== 'sending') {
         this.records.delete(id);
         this.attempts.delete(id);
+        this.events.delete(id);
         deleted++;
       } else if (r.content && r.updatedAt < policy.contentBefore) {
         delete r.content;

@@ -13,6 +13,7 @@ import { Bell, runConsumer } from './consumer.js';
 import type {
   AttemptRecord,
   DeliveryDetails,
+  DeliveryEvent,
   DeliveryLog,
   DeliveryQuery,
   DeliveryRecord,
@@ -30,6 +31,7 @@ import type {
   SuppressionEntry,
   SuppressionList,
 } from './types.js';
+import { MAX_DELIVERY_EVENTS } from './types.js';
 
 /** Options of {@link sqliteStores}. */
 export interface SqliteStoreOptions {
@@ -97,6 +99,15 @@ CREATE TABLE IF NOT EXISTS mailvia_deliveries (
 CREATE INDEX IF NOT EXISTS mailvia_deliveries_org ON mailvia_deliveries(org, created_at);
 CREATE INDEX IF NOT EXISTS mailvia_deliveries_status ON mailvia_deliveries(status, created_at);
 CREATE INDEX IF NOT EXISTS mailvia_deliveries_created ON mailvia_deliveries(created_at);
+CREATE INDEX IF NOT EXISTS mailvia_deliveries_message_id ON mailvia_deliveries(json_extract(data, '$.messageId'), org);
+CREATE INDEX IF NOT EXISTS mailvia_deliveries_provider_id ON mailvia_deliveries(json_extract(data, '$.providerMessageId'), org)
+  WHERE json_extract(data, '$.providerMessageId') IS NOT NULL;
+CREATE TABLE IF NOT EXISTS mailvia_delivery_events (
+  delivery_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailvia_delivery_events_delivery ON mailvia_delivery_events(delivery_id);
 CREATE TABLE IF NOT EXISTS mailvia_delivery_rcpt (
   delivery_id TEXT NOT NULL,
   address TEXT NOT NULL,
@@ -461,6 +472,24 @@ export class SqliteDeliveryLog implements DeliveryLog {
     });
   }
 
+  addEvent(id: string, event: DeliveryEvent): Promise<boolean> {
+    return this.database.write(() => {
+      const db = this.database;
+      if (!db.sql('SELECT 1 FROM mailvia_deliveries WHERE id = ?').get(id)) return false;
+      db.sql('INSERT INTO mailvia_delivery_events (delivery_id, at, data) VALUES (?, ?, ?)').run(
+        id,
+        event.at,
+        JSON.stringify(event),
+      );
+      // keep the latest ones (in the order they were recorded)
+      db.sql(
+        `DELETE FROM mailvia_delivery_events WHERE delivery_id = ? AND rowid NOT IN (
+           SELECT rowid FROM mailvia_delivery_events WHERE delivery_id = ? ORDER BY rowid DESC LIMIT ?)`,
+      ).run(id, id, MAX_DELIVERY_EVENTS);
+      return true;
+    });
+  }
+
   get(id: string): DeliveryDetails | undefined {
     const r = this.database.sql('SELECT data FROM mailvia_deliveries WHERE id = ?').get(id) as Row | undefined;
     if (!r) return undefined;
@@ -469,31 +498,46 @@ export class SqliteDeliveryLog implements DeliveryLog {
         .sql('SELECT data FROM mailvia_attempts WHERE delivery_id = ? ORDER BY started_at, rowid')
         .all(id) as Row[]
     ).map((a) => JSON.parse(String(a.data)) as AttemptRecord);
-    return { ...(JSON.parse(String(r.data)) as DeliveryRecord), history: attempts };
+    const events = (
+      this.database
+        .sql('SELECT data FROM mailvia_delivery_events WHERE delivery_id = ? ORDER BY rowid')
+        .all(id) as Row[]
+    ).map((e) => JSON.parse(String(e.data)) as DeliveryEvent);
+    return { ...(JSON.parse(String(r.data)) as DeliveryRecord), history: attempts, events };
   }
 
   query(q: DeliveryQuery = {}): DeliveryRecord[] {
     const where: string[] = [];
     const args: SQLInputValue[] = [];
+    // a Message-ID or provider id names one or two records: keep the planner on their index
+    const lookup = q.messageId !== undefined || q.providerMessageId !== undefined ? '+' : '';
     if (q.organisation !== undefined) {
-      where.push('org = ?');
+      where.push(`${lookup}org = ?`);
       args.push(q.organisation);
     }
     if (q.status !== undefined) {
       const list = Array.isArray(q.status) ? q.status : [q.status];
-      where.push(`status IN (${list.map(() => '?').join(', ') || "''"})`);
+      where.push(`${lookup}status IN (${list.map(() => '?').join(', ') || "''"})`);
       args.push(...list);
     }
     if (q.recipient !== undefined) {
       where.push('id IN (SELECT delivery_id FROM mailvia_delivery_rcpt WHERE address = ?)');
       args.push(q.recipient.toLowerCase());
     }
+    if (q.messageId !== undefined) {
+      where.push("json_extract(data, '$.messageId') = ?");
+      args.push(q.messageId);
+    }
+    if (q.providerMessageId !== undefined) {
+      where.push("json_extract(data, '$.providerMessageId') = ?");
+      args.push(q.providerMessageId);
+    }
     if (q.since !== undefined) {
-      where.push('created_at >= ?');
+      where.push(`${lookup}created_at >= ?`);
       args.push(q.since);
     }
     if (q.until !== undefined) {
-      where.push('created_at < ?');
+      where.push(`${lookup}created_at < ?`);
       args.push(q.until);
     }
     if (q.unknown !== undefined) {
@@ -516,6 +560,7 @@ export class SqliteDeliveryLog implements DeliveryLog {
       const old = `SELECT id FROM mailvia_deliveries WHERE created_at < ? AND status NOT IN ('queued', 'sending')`;
       db.sql(`DELETE FROM mailvia_attempts WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
       db.sql(`DELETE FROM mailvia_delivery_rcpt WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
+      db.sql(`DELETE FROM mailvia_delivery_events WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
       const r = db
         .sql(`DELETE FROM mailvia_deliveries WHERE created_at < ? AND status NOT IN ('queued', 'sending')`)
         .run(policy.recordsBefore);

@@ -10,6 +10,7 @@
 import type { FailureKind, FailurePhase } from '../errors.js';
 import type { PreparedMessage } from '../message.js';
 import type { RouteStateStore } from '../route-state.js';
+import type { WebhookEventType } from '../webhooks.js';
 
 /** A value or a promise of it: in-memory stores answer synchronously, others asynchronously. */
 export type MaybePromise<T> = T | Promise<T>;
@@ -230,10 +231,36 @@ export interface AttemptRecord {
   endedAt?: number;
 }
 
+/**
+ * What a provider said about a delivery after it took it (a webhook: delivered, bounced,
+ * opened…). Recorded beside the record: it never changes the engine's own status, kind or reason.
+ */
+export interface DeliveryEvent {
+  /** The normalised event type (`delivered`, `bounced`, `complained`, `opened`…). */
+  type: WebhookEventType;
+  /** Epoch ms when it happened (the provider's time when it told it). */
+  at: number;
+  /** The provider that told it (`sendgrid`, `mailgun`, `ses`). */
+  provider: string;
+  /** The recipient it is about (lower-cased), when the provider said. */
+  recipient?: string;
+  /** For `bounced`: true for a permanent (hard) bounce. */
+  permanent?: boolean;
+  /** The provider's SMTP status or enhanced code (`550`, `5.1.1`). */
+  code?: string;
+  /** In words: the bounce reason, the clicked link… (at most 500 characters). */
+  detail?: string;
+}
+
+/** How many provider events a delivery keeps (the latest ones): an often-opened mail stays small. */
+export const MAX_DELIVERY_EVENTS = 100;
+
 /** A record with every attempt, as {@link DeliveryLog.get} returns it. */
 export interface DeliveryDetails extends DeliveryRecord {
   /** Every attempt, oldest first. */
   history: AttemptRecord[];
+  /** What providers said about it after it was sent, oldest first (the latest {@link MAX_DELIVERY_EVENTS}). */
+  events: DeliveryEvent[];
 }
 
 /** A query of the delivery log. Every field narrows; records come newest first. */
@@ -242,6 +269,10 @@ export interface DeliveryQuery {
   status?: DeliveryStatus | DeliveryStatus[];
   /** Envelope recipient (case-insensitive, exact address). */
   recipient?: string;
+  /** The RFC 5322 Message-ID, with its angle brackets (`<…@…>`), exact. Indexed: webhooks find deliveries by it. */
+  messageId?: string;
+  /** The provider's id of the message (as the receipt gave it), exact. Indexed. */
+  providerMessageId?: string;
   /** Created at or after (epoch ms). */
   since?: number;
   /** Created before (epoch ms). */
@@ -256,7 +287,7 @@ export interface DeliveryQuery {
 
 /** What {@link DeliveryLog.prune} removes. */
 export interface RetentionPolicy {
-  /** Records (and their attempts) created before this epoch ms are deleted, unless queued or sending. */
+  /** Records (with their attempts and events) created before this epoch ms are deleted, unless queued or sending. */
   recordsBefore: number;
   /** Content of records updated before this epoch ms is dropped. */
   contentBefore: number;
@@ -277,7 +308,12 @@ export interface DeliveryLog {
    * `sending` (in the same step), so starting an attempt is one write.
    */
   putAttempt(attempt: AttemptRecord): MaybePromise<void>;
-  /** A record with its attempts, oldest attempt first. */
+  /**
+   * Appends what a provider said about a delivery (keeps the latest {@link MAX_DELIVERY_EVENTS});
+   * the record's own fields are left as they are. False when there is no such record.
+   */
+  addEvent(id: string, event: DeliveryEvent): MaybePromise<boolean>;
+  /** A record with its attempts (oldest first) and provider events (oldest first). */
   get(id: string): MaybePromise<DeliveryDetails | undefined>;
   /** Records matching the query, newest first, without their attempts. */
   query(query?: DeliveryQuery): MaybePromise<DeliveryRecord[]>;
@@ -288,6 +324,9 @@ export interface DeliveryLog {
 // ---------------------------------------------------------------------------------------------
 // Suppression list
 
+/** How an address got on the suppression list (see {@link SuppressionEntry.source}). */
+export type SuppressionSource = 'refused' | 'bounce' | 'complaint' | 'unsubscribe' | 'manual';
+
 /** A recipient the organisation does not send to until cleared. */
 export interface SuppressionEntry {
   /** The organisation (`''` for the mailer's default routes). */
@@ -296,8 +335,15 @@ export interface SuppressionEntry {
   address: string;
   /** Why, in words (e.g. the provider's refusal). */
   reason: string;
-  /** How it got there: a permanent refusal seen by the engine, or an application/admin call. */
-  source: 'refused' | 'manual';
+  /**
+   * How it got there:
+   * - `refused`: a permanent refusal the engine saw on a send, or a provider's own refusal (a drop);
+   * - `bounce`: a provider reported a hard bounce (webhook);
+   * - `complaint`: the recipient marked a mail as spam (webhook);
+   * - `unsubscribe`: the recipient unsubscribed (webhook);
+   * - `manual`: the application or an administrator added it.
+   */
+  source: SuppressionSource;
   /** The provider's code of the refusal (`550 5.1.1`). */
   code?: string;
   /** The delivery that was refused. */

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { capture, createOutbox } from '../capture.js';
 import { prepareMessage } from '../message.js';
+import { readQuota, withQuota } from '../quota.js';
 import type { RouteStateStore } from '../route-state.js';
 import type {
   DeliveryLog,
@@ -10,6 +12,7 @@ import type {
   QueueStore,
   SuppressionList,
 } from '../stores/types.js';
+import { MAX_DELIVERY_EVENTS } from '../stores/types.js';
 
 /** What {@link storeConformance} needs: fresh, empty stores for each test. */
 export interface StoreConformanceOptions {
@@ -254,6 +257,99 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect((await log.get('d3'))?.content).toBeUndefined();
     });
 
+    it('log: finds deliveries by Message-ID and provider id, and keeps provider events beside the record', async () => {
+      const { log } = await open();
+      const t0 = Date.now() - 5_000;
+      const base = (id: string, messageId: string, at: number): DeliveryRecord => ({
+        id,
+        organisation: 'org-a',
+        messageId,
+        via: 'send',
+        status: 'sending',
+        from: 'sender@example.org',
+        recipients: ['same@example.org'],
+        subject: 'hi',
+        tags: [],
+        attempts: 0,
+        unknown: false,
+        createdAt: at,
+        updatedAt: at,
+      });
+      // several deliveries to one recipient; one Message-ID in two organisations
+      await log.put(base('m1', '<one@example.org>', t0));
+      await log.put(base('m2', '<two@example.org>', t0 + 1));
+      await log.put({ ...base('m3', '<one@example.org>', t0 + 2), organisation: 'org-b' });
+      await log.put({ ...base('m4', '<four@example.org>', t0 + 3), status: 'sent', providerMessageId: 'prov-4' });
+      // the provider id usually arrives with the outcome, by update
+      expect(await log.update('m2', { status: 'sent', providerMessageId: 'prov-2', updatedAt: t0 + 10 })).toBe(true);
+      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await log.query(q)).map((r) => r.id);
+      expect(await ids({ messageId: '<one@example.org>' })).toEqual(['m3', 'm1']);
+      expect(await ids({ organisation: 'org-a', messageId: '<one@example.org>' })).toEqual(['m1']);
+      expect(await ids({ organisation: 'org-a', providerMessageId: 'prov-2' })).toEqual(['m2']);
+      expect(await ids({ providerMessageId: 'prov-4', recipient: 'SAME@example.org' })).toEqual(['m4']);
+      expect(await ids({ organisation: 'org-b', providerMessageId: 'prov-2' })).toEqual([]);
+      expect(await ids({ messageId: '<none@example.org>' })).toEqual([]);
+      expect(await ids({ providerMessageId: 'prov-none' })).toEqual([]);
+
+      // provider events: appended, oldest first, without touching the engine's own fields
+      expect(
+        await log.addEvent('m2', {
+          type: 'delivered',
+          at: t0 + 20,
+          provider: 'sendgrid',
+          recipient: 'same@example.org',
+        }),
+      ).toBe(true);
+      expect(
+        await log.addEvent('m2', {
+          type: 'bounced',
+          at: t0 + 30,
+          provider: 'sendgrid',
+          recipient: 'same@example.org',
+          permanent: true,
+          code: '5.1.1',
+          detail: '550 no such user',
+        }),
+      ).toBe(true);
+      expect(await log.addEvent('nope', { type: 'opened', at: t0, provider: 'sendgrid' })).toBe(false);
+      const m2 = await log.get('m2');
+      expect(m2).toMatchObject({ status: 'sent', providerMessageId: 'prov-2', updatedAt: t0 + 10 });
+      expect(m2?.kind).toBeUndefined();
+      expect(m2?.reason).toBeUndefined();
+      expect(m2?.events).toEqual([
+        { type: 'delivered', at: t0 + 20, provider: 'sendgrid', recipient: 'same@example.org' },
+        {
+          type: 'bounced',
+          at: t0 + 30,
+          provider: 'sendgrid',
+          recipient: 'same@example.org',
+          permanent: true,
+          code: '5.1.1',
+          detail: '550 no such user',
+        },
+      ]);
+      expect((await log.get('m1'))?.events).toEqual([]);
+      // an update after events keeps them
+      await log.update('m2', { attempts: 1, updatedAt: t0 + 40 });
+      expect((await log.get('m2'))?.events).toHaveLength(2);
+      // the latest MAX_DELIVERY_EVENTS are kept
+      for (let i = 0; i < MAX_DELIVERY_EVENTS + 5; i++)
+        await log.addEvent('m1', { type: 'opened', at: t0 + 100 + i, provider: 'mailgun' });
+      const opened = (await log.get('m1'))?.events ?? [];
+      expect(opened).toHaveLength(MAX_DELIVERY_EVENTS);
+      expect(opened[0]?.at).toBe(t0 + 105);
+      expect(opened.at(-1)?.at).toBe(t0 + 104 + MAX_DELIVERY_EVENTS);
+      // retention takes the events and the lookups with the record
+      // (m1 and m3 are still sending: retention keeps them)
+      expect(await log.prune({ recordsBefore: Date.now() + 1, contentBefore: 0 })).toBe(2);
+      expect(await log.get('m2')).toBeUndefined();
+      expect(await log.addEvent('m2', { type: 'opened', at: t0, provider: 'sendgrid' })).toBe(false);
+      expect(await ids({ providerMessageId: 'prov-2' })).toEqual([]);
+      expect(await ids({ messageId: '<two@example.org>' })).toEqual([]);
+      expect(await ids({ messageId: '<one@example.org>' })).toEqual(['m3', 'm1']);
+      expect((await log.get('m1'))?.events).toHaveLength(MAX_DELIVERY_EVENTS);
+    });
+
     it('suppression: add, has (any case), list newest first, remove', async () => {
       const { suppression } = await open();
       await suppression.add({
@@ -273,6 +369,21 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect((await suppression.has('org-a', 'gone@example.ORG'))?.reason).toBe('550 5.1.1');
       expect(await suppression.has('org-b', 'gone@example.org')).toBeUndefined();
       expect((await suppression.list('org-a')).map((e) => e.address)).toEqual(['left@example.org', 'gone@example.org']);
+      // every source survives the round trip
+      for (const [i, source] of (['bounce', 'complaint', 'unsubscribe'] as const).entries()) {
+        await suppression.add({
+          organisation: 'org-c',
+          address: `${source}@example.org`,
+          reason: source,
+          source,
+          createdAt: 10 + i,
+        });
+      }
+      expect((await suppression.list('org-c')).map((e) => [e.address, e.source])).toEqual([
+        ['unsubscribe@example.org', 'unsubscribe'],
+        ['complaint@example.org', 'complaint'],
+        ['bounce@example.org', 'bounce'],
+      ]);
       expect(await suppression.remove('org-a', 'GONE@example.org')).toBe(true);
       expect(await suppression.remove('org-a', 'gone@example.org')).toBe(false);
       expect(await suppression.has('org-a', 'gone@example.org')).toBeUndefined();
@@ -310,6 +421,42 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect(denied.resetAt).toBe(t + 1000);
       expect((await state.consume('quota:org:smtp(b)', rolling, 5, { now: t + 999 })).allowed).toBe(false);
       expect((await state.consume('quota:org:smtp(b)', rolling, 5, { now: t + 1001 })).allowed).toBe(true);
+    });
+
+    it('route state: a quota is read live (amount 0 counts nothing) — used, left, reset and exhaustion per window', async () => {
+      const { state } = await open();
+      const outbox = createOutbox();
+      const route = withQuota(capture({ outbox, name: 'cap' }), { perDay: 5, rolling24h: 3 }, state, 'org-q:');
+      const empty = await readQuota(route);
+      expect(empty?.map((q) => [q.window, q.limit, q.used, q.left, q.exhausted])).toEqual([
+        ['perDay', 5, 0, 5, false],
+        ['rolling24h', 3, 0, 3, false],
+      ]);
+      const msg = message(7);
+      await route.send(msg);
+      await route.send(msg);
+      // reading many times counts nothing
+      await Promise.all([readQuota(route), readQuota(route), readQuota(route)]);
+      const two = await readQuota(route);
+      expect(two?.map((q) => [q.window, q.used, q.left, q.exhausted])).toEqual([
+        ['perDay', 2, 3, false],
+        ['rolling24h', 2, 1, false],
+      ]);
+      expect(two?.[0]?.resetAt).toBe(Math.floor(Date.now() / 86_400_000) * 86_400_000 + 86_400_000);
+      expect(two?.[1]?.resetAt).toBeGreaterThan(Date.now() + 86_000_000);
+      await route.send(msg);
+      const full = await readQuota(route);
+      expect(full?.map((q) => [q.window, q.used, q.left, q.exhausted])).toEqual([
+        ['perDay', 3, 2, false],
+        ['rolling24h', 3, 0, true],
+      ]);
+      await expect(route.send(msg)).rejects.toMatchObject({ kind: 'limited', code: 'EQUOTA' });
+      expect(await outbox.list()).toHaveLength(3);
+      expect((await readQuota(route))?.map((q) => q.used)).toEqual([3, 3]);
+      // another organisation's counters are its own; a route without a quota has none
+      const other = withQuota(capture({ outbox, name: 'cap' }), { perDay: 5 }, state, 'org-r:');
+      expect((await readQuota(other))?.[0]?.used).toBe(0);
+      expect(await readQuota(capture({ outbox }))).toBeUndefined();
     });
   });
 }
