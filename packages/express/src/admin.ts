@@ -1,4 +1,5 @@
 import type {
+  DeliveryDetails,
   DeliveryLog,
   DeliveryQuery,
   DeliveryRecord,
@@ -6,7 +7,6 @@ import type {
   FailureKind,
   Mailer,
   Message,
-  RestState,
   SuppressionList,
   Transport,
 } from '@mailvia/core';
@@ -36,10 +36,12 @@ export interface AdminRequestInfo {
  * The parts of the mailer the admin API uses. `Mailer` has them; the delivery log, the
  * suppression list and `resend` exist when the mailer was given stores.
  */
-export type AdminMailer = Pick<Mailer, 'send' | 'transportFor' | 'state' | 'mode'> & {
+export type AdminMailer = Pick<Mailer, 'send' | 'transportFor' | 'routeHealth' | 'mode'> & {
   log?: DeliveryLog | undefined;
   suppression?: SuppressionList | undefined;
   resend?: (id: string) => Promise<unknown>;
+  enqueue?: Mailer['enqueue'];
+  queue?: unknown;
 };
 
 /** Options of {@link mailviaAdmin}. */
@@ -54,6 +56,15 @@ export interface MailviaAdminOptions {
   testSender?: (organisation: string) => MaybePromise<string | undefined>;
   /** How long each route's verify() may take, in ms. @default 10_000 */
   verifyTimeout?: number;
+  /**
+   * The message of a failed direct `send`, rebuilt by the application for a resend. Only enqueued
+   * deliveries can be resent from the store (the queue keeps their message whole; the delivery log
+   * never does: at most redacted text, no attachments or headers). Without this option (or when it
+   * answers undefined) resending a failed direct send answers 409 `resend_unavailable` with the
+   * reason. The rebuilt message is enqueued once per delivery (idempotency key
+   * `mailvia-resend:<id>`) when the mailer has a queue, else sent now.
+   */
+  resendMessage?: (delivery: DeliveryDetails, organisation: string) => MaybePromise<Message | undefined>;
 }
 
 const STATUSES: readonly DeliveryStatus[] = ['queued', 'sending', 'sent', 'failed', 'dead'];
@@ -66,39 +77,21 @@ export interface RouteHealth {
   position: number[];
   /**
    * - `ok`: verify() passed and the route is not resting;
+   * - `exhausted`: a quota window is used up: skipped until that window's `resetAt`;
    * - `resting`: skipped until `resting.until` after a failure;
    * - `failing`: verify() failed;
    * - `unchecked`: not verified (the route has no verify(), or `verify=false`).
    */
-  status: 'ok' | 'resting' | 'failing' | 'unchecked';
+  status: 'ok' | 'exhausted' | 'resting' | 'failing' | 'unchecked';
   verify?: { ok: boolean; durationMs: number; kind?: FailureKind; error?: string };
   resting?: { until: string; kind: FailureKind; reason: string };
   /**
-   * Usage of the route's quota windows, when known: read from the route when it exposes
-   * `quotaUsage()`, else the last `quota-warning` / `quota-exhausted` event of the mailer for this
-   * route (`asOf` says when; the count may have grown since).
+   * Each window of the route's quota, read live from the mailer's route state store (shared by
+   * every instance with Redis) at `checkedAt`: limit, used, left and when a unit frees up.
    */
-  quota?: { window: string; used: number; limit: number; left: number; resetAt: string; asOf?: string }[];
-  /** The kind of the last failure known for this route (resting state, delivery log). */
+  quota?: { window: string; limit: number; used: number; left: number; resetAt: string; exhausted: boolean }[];
+  /** The kind of the last failure known for this route (resting state, delivery log, verify). */
   lastErrorKind?: FailureKind;
-}
-
-interface QuotaReadable {
-  quotaUsage?: () => MaybePromise<{ window: string; used: number; limit: number; resetAt: number }[]>;
-}
-
-interface QuotaEventLike {
-  organisation?: string;
-  route: string;
-  window: string;
-  used: number;
-  limit: number;
-  resetAt: number;
-}
-
-interface QuotaSeen extends QuotaEventLike {
-  organisation: string;
-  at: number;
 }
 
 function leaves(t: Transport, position: number[] = []): { route: Transport; position: number[] }[] {
@@ -162,20 +155,6 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
   if (!mailer || typeof mailer.send !== 'function') throw new MailviaSetupError('mailer', 'is required');
   const verifyTimeout = options.verifyTimeout ?? 10_000;
 
-  // The last quota event per organisation, route and window (the mailer tells them as they happen).
-  const quotaSeen = new Map<string, QuotaSeen>();
-  const onQuota = (e: QuotaEventLike) => {
-    if (typeof e.route !== 'string') return;
-    const organisation = e.organisation ?? '';
-    quotaSeen.set(`${organisation}\u0000${e.route}\u0000${e.window}`, { ...e, organisation, at: Date.now() });
-    if (quotaSeen.size > 10_000) quotaSeen.delete(quotaSeen.keys().next().value as string);
-  };
-  const emitter = mailer as unknown as { on?: (event: string, listener: (e: QuotaEventLike) => void) => unknown };
-  if (typeof emitter.on === 'function') {
-    emitter.on('quota-warning', onQuota);
-    emitter.on('quota-exhausted', onQuota);
-  }
-
   const log = (): DeliveryLog => {
     if (!mailer.log) {
       throw new MailviaHttpError(
@@ -215,46 +194,35 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
 
   async function health(organisation: string, verify: boolean) {
     const chain = await mailer.transportFor(organisation);
-    const prefix = `${organisation}:`;
-    const state = mailer.state;
+    const live = await mailer.routeHealth(organisation);
+    const transports = new Map(leaves(chain).map((l) => [l.position.join('.'), l.route]));
     let recent: DeliveryRecord[] = [];
     if (mailer.log) recent = await mailer.log.query({ organisation, limit: 50 });
-    const now = Date.now();
     const routes: RouteHealth[] = await Promise.all(
-      leaves(chain).map(async ({ route, position }) => {
-        const h: RouteHealth = { name: route.name, position, status: 'unchecked' };
-        const rest: RestState | undefined = await state.get(`${prefix}${route.name}`);
-        if (rest && rest.until > now) {
-          h.resting = { until: new Date(rest.until).toISOString(), kind: rest.kind, reason: rest.reason };
+      live.map(async (r) => {
+        const h: RouteHealth = { name: r.name, position: r.position, status: 'unchecked' };
+        if (r.resting) {
+          h.resting = {
+            until: new Date(r.resting.until).toISOString(),
+            kind: r.resting.kind,
+            reason: r.resting.reason,
+          };
         }
-        if (rest) h.lastErrorKind = rest.kind;
-        const fromLog = recent.find((r) => r.route === route.name && r.kind !== undefined);
+        if (r.lastFailureKind) h.lastErrorKind = r.lastFailureKind;
+        const fromLog = recent.find((d) => d.route === r.name && d.kind !== undefined);
         if (!h.lastErrorKind && fromLog?.kind) h.lastErrorKind = fromLog.kind;
-        const usage = await (route as QuotaReadable).quotaUsage?.();
-        if (usage) {
-          h.quota = usage.map((u) => ({
-            window: u.window,
-            used: u.used,
-            limit: u.limit,
-            left: Math.max(0, u.limit - u.used),
-            resetAt: new Date(u.resetAt).toISOString(),
+        if (r.quota) {
+          h.quota = r.quota.map((q) => ({
+            window: q.window,
+            limit: q.limit,
+            used: q.used,
+            left: q.left,
+            resetAt: new Date(q.resetAt).toISOString(),
+            exhausted: q.exhausted,
           }));
-        } else {
-          const seen = [...quotaSeen.values()].filter(
-            (q) => q.organisation === organisation && q.route === route.name && q.resetAt > now,
-          );
-          if (seen.length) {
-            h.quota = seen.map((q) => ({
-              window: q.window,
-              used: q.used,
-              limit: q.limit,
-              left: Math.max(0, q.limit - q.used),
-              resetAt: new Date(q.resetAt).toISOString(),
-              asOf: new Date(q.at).toISOString(),
-            }));
-          }
         }
-        if (verify && route.verify) {
+        const route = transports.get(r.position.join('.'));
+        if (verify && route?.verify) {
           const started = Date.now();
           try {
             await route.verify({ signal: AbortSignal.timeout(verifyTimeout) });
@@ -270,7 +238,15 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
             if (e) h.lastErrorKind = e.kind;
           }
         }
-        h.status = h.resting ? 'resting' : h.verify ? (h.verify.ok ? 'ok' : 'failing') : 'unchecked';
+        h.status = r.exhausted
+          ? 'exhausted'
+          : h.resting
+            ? 'resting'
+            : h.verify
+              ? h.verify.ok
+                ? 'ok'
+                : 'failing'
+              : 'unchecked';
         return h;
       }),
     );
@@ -279,9 +255,39 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
       mode: mailer.mode,
       chain: chain.name,
       checkedAt: new Date().toISOString(),
-      ok: routes.some((r) => r.status === 'ok' || (r.status === 'unchecked' && !r.resting)),
+      ok: routes.some((r) => r.status === 'ok' || r.status === 'unchecked'),
       routes,
     };
+  }
+
+  /** A failed direct send: only the application can give its message back (see `resendMessage`). */
+  async function resendDirect(found: DeliveryDetails, organisation: string, force: boolean) {
+    if (found.status === 'sending' || found.status === 'queued') {
+      throw new MailviaHttpError('conflict', 'This delivery is still being sent.', { reason: 'EINPROGRESS' });
+    }
+    if (found.unknown && !force) {
+      throw new MailviaHttpError(
+        'resend_unavailable',
+        'The outcome of this send is unknown: the route may have taken it, and a resend could deliver a second copy. Check with the provider, then resend with ?force=true.',
+        { reason: 'unknown_outcome' },
+      );
+    }
+    const message = options.resendMessage ? await options.resendMessage(found, organisation) : undefined;
+    if (!message) {
+      throw new MailviaHttpError(
+        'resend_unavailable',
+        options.resendMessage
+          ? 'This delivery was a direct send and the application could not rebuild its message.'
+          : 'This delivery was a direct send (mailer.send): its message is not stored (the delivery log keeps at most redacted text, never attachments or headers), so it cannot be resent from here. Send it again from the application, use mailer.enqueue for mail that must be resendable, or give mailviaAdmin a resendMessage option.',
+        { reason: options.resendMessage ? 'message_not_rebuilt' : 'message_not_stored' },
+      );
+    }
+    if (mailer.queue && typeof mailer.enqueue === 'function') {
+      const result = await mailer.enqueue(message, { organisation, idempotencyKey: `mailvia-resend:${found.id}` });
+      return { resent: found.id, result };
+    }
+    const receipt = await mailer.send(message, { organisation });
+    return { resent: found.id, receipt };
   }
 
   async function route(req: Request, res: Response): Promise<boolean> {
@@ -327,7 +333,10 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
       if (q.get('unknown') === 'true') query.unknown = true;
       const records = await log().query(query);
       const deliveries = await Promise.all(
-        records.map(async (r) => ({ ...withoutContent(r), attempts: (await log().get(r.id))?.history ?? [] })),
+        records.map(async (r) => {
+          const details = await log().get(r.id);
+          return { ...withoutContent(r), attempts: details?.history ?? [], events: details?.events ?? [] };
+        }),
       );
       sendJson(res, 200, {
         deliveries,
@@ -346,16 +355,21 @@ export function mailviaAdmin(options: MailviaAdminOptions): RequestHandler {
     if (p) {
       if (method !== 'POST') allow('POST');
       await guard(req, organisation, 'deliveries.resend');
-      await delivery(organisation, p.id!);
-      if (typeof mailer.resend !== 'function') {
+      const found = await delivery(organisation, p.id!);
+      if (found.via === 'send' && found.status !== 'sent') {
+        sendJson(res, 202, await resendDirect(found, organisation, url.searchParams.get('force') === 'true'));
+        return true;
+      }
+      if (typeof mailer.resend !== 'function' || !mailer.queue) {
         throw new MailviaHttpError('not_supported', 'This mailer cannot resend (it has no queue).');
       }
       let result: unknown;
       try {
         result = await mailer.resend(p.id!);
       } catch (err) {
-        // The engine refuses a resend it cannot do (already sent, a direct send, pruned).
+        // The engine refuses a resend it cannot do (already sent, pruned from the queue).
         if (MailError.isInstance(err) && err.phase === 'validate') {
+          if (err.code === 'ERESENDUNAVAILABLE') throw new MailviaHttpError('resend_unavailable', err.message);
           throw new MailviaHttpError('conflict', err.message, err.code ? { reason: err.code } : undefined);
         }
         throw err;

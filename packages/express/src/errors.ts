@@ -13,6 +13,7 @@ export const HTTP_ERROR_CODES = {
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  resend_unavailable: 409,
   bad_request: 400,
   invalid_message: 422,
   no_organisation: 400,

@@ -46,4 +46,4 @@ export {
   type WebhookContext,
   type WebhookRefusalInfo,
 } from './webhooks/router.js';
-export { defaultSuppress, type WebhookStores } from './webhooks/stores.js';
+export { defaultSuppress, suppressionSource, type WebhookStores } from './webhooks/stores.js';

@@ -1,4 +1,14 @@
-import { createMailer, type Mailer, memoryStores, type RouteConfig } from '@mailvia/core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createMailer,
+  type Mailer,
+  type MailerStores,
+  memoryStores,
+  type RouteConfig,
+  sqliteStores,
+} from '@mailvia/core';
 import { refusedPort, type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mailviaAdmin } from '../src/index.js';
@@ -21,13 +31,25 @@ it('cannot be created without authorize (no open default)', () => {
   expect(() => mailviaAdmin({ mailer } as never)).toThrow(/authorize/);
 });
 
-describe.each(EXPRESS_VERSIONS)('mailviaAdmin() on $name', ({ express }) => {
+const dir = mkdtempSync(join(tmpdir(), 'mailvia-admin-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// Each Express major against the in-memory stores and the embedded durable ones (SQLite).
+const CASES = EXPRESS_VERSIONS.flatMap((v) => [
+  { ...v, storeName: 'memory', stores: (): MailerStores => memoryStores() },
+  {
+    ...v,
+    storeName: 'sqlite',
+    stores: (): MailerStores => sqliteStores({ path: join(dir, `admin-${v.major}.db`) }),
+  },
+]);
+
+describe.each(CASES)('mailviaAdmin() on $name with $storeName stores', ({ express, stores: makeStores }) => {
   let sink: SmtpSink;
   let mailer: Mailer;
   let server: Served;
   let worker: { stop(): Promise<void> };
   let refuseGone = true;
-  const stores = memoryStores();
+  const stores = makeStores();
 
   beforeAll(async () => {
     sink = await startSmtpSink({
@@ -52,6 +74,8 @@ describe.each(EXPRESS_VERSIONS)('mailviaAdmin() on $name', ({ express }) => {
           return [smtpRoute('relay-down', dead, 'school-a'), smtpRoute('school-a-smtp', sink.port, 'school-a')];
         if (id === 'school-b')
           return [{ ...smtpRoute('school-b-smtp', sink.port, 'school-b'), quota: { perDay: 5, warnAt: 0.4 } }];
+        if (id === 'school-q') return [{ ...smtpRoute('school-q-smtp', sink.port, 'school-a'), quota: { perDay: 5 } }];
+        if (id === 'school-down') return [smtpRoute('only-down', dead, 'school-a')];
         return undefined;
       },
       ...stores,
@@ -64,6 +88,18 @@ describe.each(EXPRESS_VERSIONS)('mailviaAdmin() on $name', ({ express }) => {
         mailer,
         // The app's own guard: here, a header naming the organisation the caller administers.
         authorize: (req, { organisation }) => req.get('x-admin-of') === organisation,
+      }),
+    );
+    // The same, where the application can rebuild the message of a failed direct send.
+    app.use(
+      '/admin2',
+      mailviaAdmin({
+        mailer,
+        authorize: (req, { organisation }) => req.get('x-admin-of') === organisation,
+        resendMessage: (delivery) =>
+          delivery.subject === 'Rebuildable'
+            ? { from: delivery.from, to: 'head@school-a.example', subject: 'Rebuildable (again)', text: 'Again.' }
+            : undefined,
       }),
     );
     server = await serve(app);
@@ -149,20 +185,48 @@ describe.each(EXPRESS_VERSIONS)('mailviaAdmin() on $name', ({ express }) => {
     expect((await json(bad)).error.code).toBe('invalid_message');
   });
 
-  it("shows how much of a route's quota is used once the mailer reported it", async () => {
-    for (let i = 0; i < 2; i++) {
-      const res = await call('school-b', 'test-send', {
+  it("shows a route's quota used, left and reset, live from the route state store, then exhausted", async () => {
+    const health = async () => json(await call('school-q', 'health?verify=false'));
+    const fresh = await health();
+    expect(fresh.routes[0]).toMatchObject({ name: 'school-q-smtp', status: 'unchecked' });
+    expect(fresh.routes[0].quota).toEqual([
+      {
+        window: 'perDay',
+        limit: 5,
+        used: 0,
+        left: 5,
+        resetAt: new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000 + 86_400_000).toISOString(),
+        exhausted: false,
+      },
+    ]);
+    const sendOne = () =>
+      call('school-q', 'test-send', {
         method: 'POST',
-        body: JSON.stringify({ from: 'office@school-b.example', to: 'it@school-b.example' }),
+        body: JSON.stringify({ from: 'office@school-q.example', to: 'it@school-q.example' }),
       });
-      expect(res.status).toBe(200);
-    }
-    const health = await json(await call('school-b', 'health?verify=false'));
-    const [quota] = health.routes[0].quota;
-    expect(quota).toMatchObject({ window: 'perDay', limit: 5 });
-    expect(quota.used).toBeGreaterThanOrEqual(2);
-    expect(quota.left).toBe(5 - quota.used);
-    expect(Date.parse(quota.resetAt)).toBeGreaterThan(Date.now());
+    const n = sink.received.length;
+    for (let i = 0; i < 3; i++) expect((await sendOne()).status).toBe(200);
+    await sink.waitFor(n + 3);
+    const three = await health();
+    expect(three.routes[0].quota[0]).toMatchObject({ used: 3, left: 2, exhausted: false });
+    // the same numbers as the mailer's own reading
+    const [live] = await mailer.routeHealth('school-q');
+    expect(live!.quota![0]).toMatchObject({ used: 3, left: 2 });
+
+    for (let i = 0; i < 2; i++) expect((await sendOne()).status).toBe(200);
+    const full = await health();
+    expect(full.routes[0]).toMatchObject({ status: 'exhausted' });
+    expect(full.routes[0].quota[0]).toMatchObject({ used: 5, left: 0, exhausted: true });
+    expect(full.ok).toBe(false);
+    // a sixth is refused without a connection; the count stays at the limit
+    const sixth = await sendOne();
+    expect(sixth.status).toBe(502);
+    expect((await json(sixth)).error.message).toMatch(/quota of 5 per day/);
+    expect(sink.received.length).toBe(n + 5);
+    const after = await health();
+    expect(after.routes[0]).toMatchObject({ status: 'exhausted', lastErrorKind: 'limited' });
+    expect(after.routes[0].resting.kind).toBe('limited');
+    expect(after.routes[0].quota[0]).toMatchObject({ used: 5, left: 0 });
   });
 
   it('lists deliveries with their attempts, filtered by status, time and recipient', async () => {
@@ -217,6 +281,52 @@ describe.each(EXPRESS_VERSIONS)('mailviaAdmin() on $name', ({ express }) => {
     expect(again.status).toBe(409);
     expect((await json(again)).error.code).toBe('conflict');
     expect((await call('school-b', `deliveries/${id}/resend`, { method: 'POST', as: 'school-b' })).status).toBe(404);
+  });
+
+  it('says precisely why a failed direct send cannot be resent, and resends it when the app rebuilds it', async () => {
+    const failedSend = async (org: string, subject: string) => {
+      await expect(
+        mailer.send(
+          { from: 'office@school-a.example', to: 'head@school-a.example', subject, text: '…' },
+          { organisation: org },
+        ),
+      ).rejects.toMatchObject({ kind: 'unavailable' });
+      const [d] = await mailer.log!.query({ organisation: org, status: 'failed' });
+      expect(d).toMatchObject({ subject, via: 'send' });
+      return d!.id;
+    };
+    const plain = await failedSend('school-down', 'Not rebuildable');
+    const res = await call('school-down', `deliveries/${plain}/resend`, { method: 'POST' });
+    expect(res.status).toBe(409);
+    const { error } = await json(res);
+    expect(error).toMatchObject({ code: 'resend_unavailable', details: { reason: 'message_not_stored' } });
+    expect(error.message).toMatch(/direct send.*not stored/);
+    const viaApp = await fetch(`${server.url}/admin2/organisations/school-down/deliveries/${plain}/resend`, {
+      method: 'POST',
+      headers: { 'x-admin-of': 'school-down' },
+    });
+    expect(viaApp.status).toBe(409);
+    expect((await json(viaApp)).error.details.reason).toBe('message_not_rebuilt');
+
+    // The app rebuilds this one: it goes to the queue once, however often the button is pressed.
+    const rebuildable = await failedSend('school-down', 'Rebuildable');
+    const resend = () =>
+      fetch(`${server.url}/admin2/organisations/school-down/deliveries/${rebuildable}/resend`, {
+        method: 'POST',
+        headers: { 'x-admin-of': 'school-down' },
+      });
+    const first = await resend();
+    expect(first.status, await first.clone().text()).toBe(202);
+    const { result } = await json(first);
+    expect(result).toMatchObject({ duplicate: false, id: expect.any(String) });
+    expect(result.id).not.toBe(rebuildable);
+    expect((await json(await resend())).result).toMatchObject({ duplicate: true, id: result.id });
+    const queued = await json(await call('school-down', `deliveries/${result.id}`));
+    expect(queued).toMatchObject({
+      via: 'queue',
+      subject: 'Rebuildable (again)',
+      idempotencyKey: `mailvia-resend:${rebuildable}`,
+    });
   });
 
   it('adds an address by hand, and answers unknown endpoints and methods in JSON', async () => {

@@ -8,6 +8,7 @@ import { sesWebhook } from '@mailvia/transport-ses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   keepRawBody,
+  mailviaAdmin,
   mailviaWebhooks,
   type WebhookEvent,
   WebhookRefusal,
@@ -657,10 +658,34 @@ describe.each(EXPRESS_VERSIONS)(
           ['bounced', record!.id],
           ['delivered', record!.id],
         ]);
+        // What the provider said is recorded beside the record; the engine's own verdict stays.
         const updated = await stores.log.get(record!.id);
-        expect(updated).toMatchObject({ status: 'sent', kind: 'refused', code: '5.0.0' });
-        expect(updated!.reason).toMatch(/^sendgrid reported bounced \(permanent\): 500 unknown recipient/);
-        expect(await stores.suppression.has('school-a', 'parent@example.org')).toMatchObject({ source: 'refused' });
+        expect(updated).toMatchObject({ status: 'sent' });
+        expect(updated!.kind).toBeUndefined();
+        expect(updated!.reason).toBeUndefined();
+        expect(updated!.events).toEqual([
+          {
+            type: 'bounced',
+            at: 1513299569000,
+            provider: 'sendgrid',
+            recipient: 'parent@example.org',
+            permanent: true,
+            code: '5.0.0',
+            detail: '500 unknown recipient',
+          },
+          {
+            type: 'delivered',
+            at: 1513299569000,
+            provider: 'sendgrid',
+            recipient: 'other@example.org',
+            detail: '250 OK',
+          },
+        ]);
+        expect(await stores.suppression.has('school-a', 'parent@example.org')).toMatchObject({
+          source: 'bounce',
+          deliveryId: record!.id,
+          reason: expect.stringMatching(/^sendgrid reported bounced \(permanent\): 500 unknown recipient/),
+        });
         expect(await stores.suppression.has('school-a', 'other@example.org')).toBeUndefined();
         expect(await stores.suppression.has('school-b', 'parent@example.org')).toBeUndefined();
 
@@ -672,8 +697,104 @@ describe.each(EXPRESS_VERSIONS)(
         });
         expect(complained.status).toBe(200);
         expect(await stores.suppression.has('school-a', 'foo@example.com')).toMatchObject({
+          source: 'complaint',
           reason: expect.stringMatching(/complained/),
         });
+      } finally {
+        await s.close();
+        await mailer.close();
+      }
+    });
+
+    it('matches each event to its own delivery among several to one recipient, by Message-ID or provider id, and the admin API shows the events', async () => {
+      const stores = memoryStores();
+      const mailer = createMailer({ mode: 'development', ...stores });
+      const app = express();
+      app.use(
+        '/webhooks',
+        mailviaWebhooks({
+          providers: [sendgridWebhook(), mailgunWebhook()],
+          secrets: ({ provider }) => (provider === 'sendgrid' ? sgA.publicKey : MG_KEY_A),
+          mailer,
+        }),
+      );
+      app.use('/admin', mailviaAdmin({ mailer, authorize: () => true }));
+      const s = await serve(app);
+      try {
+        // Three mails to the same parent from school-a, one from school-b.
+        const send = (organisation: string, subject: string) =>
+          mailer.send(
+            { from: `office@${organisation}.example`, to: 'parent@example.org', subject, text: '…' },
+            { organisation },
+          );
+        const r1 = await send('school-a', 'Trip');
+        const r2 = await send('school-a', 'Lunch menu');
+        const r3 = await send('school-a', 'Report card');
+        const rb = await send('school-b', 'Other school');
+        const idOf = async (organisation: string, messageId: string) =>
+          (await stores.log.query({ organisation, messageId }))[0]!.id;
+        const [id1, id2, id3] = await Promise.all([r1, r2, r3].map((r) => idOf('school-a', r.messageId)));
+        expect(r3.providerMessageId).toBeTruthy();
+
+        const sgPost = (events: unknown[]) => {
+          const body = JSON.stringify(events);
+          const ts = String(Math.floor(Date.now() / 1000));
+          return fetch(`${s.url}/webhooks/sendgrid/school-a`, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'X-Twilio-Email-Event-Webhook-Signature': signSendgrid(sgA.privateKey, ts, body),
+              'X-Twilio-Email-Event-Webhook-Timestamp': ts,
+            },
+            body,
+          });
+        };
+        const { 'smtp-id': _ignored, ...openNoSmtpId } = sgExamples.first_example_by_event.open;
+        const res = await sgPost([
+          // by our Message-ID (SendGrid's smtp-id)
+          { ...sgExamples.first_example_by_event.delivered, email: 'parent@example.org', 'smtp-id': r2.messageId },
+          // by SendGrid's message id only (sg_message_id is X-Message-Id plus a filter suffix)
+          {
+            ...openNoSmtpId,
+            email: 'parent@example.org',
+            sg_message_id: `${r3.providerMessageId}.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0`,
+          },
+          // school-b's Message-ID, posted to school-a's URL: no delivery of school-a
+          { ...sgExamples.first_example_by_event.delivered, email: 'parent@example.org', 'smtp-id': rb.messageId },
+        ]);
+        expect(res.status, await res.clone().text()).toBe(200);
+        // Mailgun tells the Message-ID without angle brackets.
+        const delivered = mailgunDocEvent('Delivered') as Record<string, any>;
+        const mg = await fetch(`${s.url}/webhooks/mailgun/school-a`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: mailgunBody({
+            ...delivered,
+            recipient: 'parent@example.org',
+            message: {
+              ...delivered.message,
+              headers: { ...delivered.message.headers, 'message-id': r1.messageId.slice(1, -1) },
+            },
+          }),
+        });
+        expect(mg.status, await mg.clone().text()).toBe(200);
+
+        const events = async (id: string | undefined) =>
+          ((await stores.log.get(id!))?.events ?? []).map((e) => `${e.provider}:${e.type}`);
+        expect(await events(id1)).toEqual(['mailgun:delivered']);
+        expect(await events(id2)).toEqual(['sendgrid:delivered']);
+        expect(await events(id3)).toEqual(['sendgrid:opened']);
+        expect(await events(await idOf('school-b', rb.messageId))).toEqual([]);
+
+        // The admin API shows them, with the record's own status untouched.
+        const list = await json(await fetch(`${s.url}/admin/organisations/school-a/deliveries`));
+        const byId = new Map(list.deliveries.map((d: { id: string }) => [d.id, d]));
+        expect(byId.get(id3)).toMatchObject({
+          status: 'sent',
+          events: [{ type: 'opened', provider: 'sendgrid', recipient: 'parent@example.org', at: 1513299569000 }],
+        });
+        const one = await json(await fetch(`${s.url}/admin/organisations/school-a/deliveries/${id1}`));
+        expect(one.events).toMatchObject([{ type: 'delivered', provider: 'mailgun', at: 1529692199626 }]);
       } finally {
         await s.close();
         await mailer.close();

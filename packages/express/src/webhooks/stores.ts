@@ -1,4 +1,11 @@
-import type { DeliveryLog, DeliveryRecord, SuppressionList, WebhookEvent } from '@mailvia/core';
+import type {
+  DeliveryEvent,
+  DeliveryLog,
+  DeliveryRecord,
+  SuppressionList,
+  SuppressionSource,
+  WebhookEvent,
+} from '@mailvia/core';
 
 /** The mailer's stores that provider events feed (a `Mailer` created with stores has both). */
 export interface WebhookStores {
@@ -18,15 +25,24 @@ export function defaultSuppress(event: WebhookEvent): boolean {
   );
 }
 
-/** Finds the logged delivery an event is about: same organisation and recipient, same Message-ID or provider id. */
+/**
+ * Finds the logged delivery an event is about, by one indexed lookup: the same organisation and
+ * Message-ID (or provider id); among several (the same Message-ID sent twice), the newest one
+ * addressed to the event's recipient.
+ */
 async function findDelivery(log: DeliveryLog, event: WebhookEvent): Promise<DeliveryRecord | undefined> {
-  if (!event.recipient || (!event.messageId && !event.providerMessageId)) return undefined;
-  const candidates = await log.query({ organisation: event.organisation, recipient: event.recipient, limit: 200 });
-  return candidates.find(
-    (r) =>
-      (event.messageId !== undefined && r.messageId === event.messageId) ||
-      (event.providerMessageId !== undefined && r.providerMessageId === event.providerMessageId),
-  );
+  const { organisation } = event;
+  const recipient = event.recipient?.toLowerCase();
+  const pick = (found: DeliveryRecord[]) =>
+    recipient === undefined ? found[0] : found.find((r) => r.recipients.includes(recipient));
+  if (event.messageId !== undefined) {
+    const hit = pick(await log.query({ organisation, messageId: event.messageId, limit: 20 }));
+    if (hit) return hit;
+  }
+  if (event.providerMessageId !== undefined) {
+    return pick(await log.query({ organisation, providerMessageId: event.providerMessageId, limit: 20 }));
+  }
+  return undefined;
 }
 
 function describe(event: WebhookEvent): string {
@@ -36,9 +52,39 @@ function describe(event: WebhookEvent): string {
   );
 }
 
+/** The suppression list's `source` for an event that suppresses its recipient. */
+export function suppressionSource(event: WebhookEvent): SuppressionSource {
+  switch (event.type) {
+    case 'bounced':
+      return 'bounce';
+    case 'complained':
+      return 'complaint';
+    case 'unsubscribed':
+      return 'unsubscribe';
+    default:
+      // a provider's own refusal (a drop), or an event the application chose to suppress on
+      return 'refused';
+  }
+}
+
+function eventOf(event: WebhookEvent, now: number): DeliveryEvent {
+  const at = Date.parse(event.occurredAt);
+  const detail = (event.type === 'clicked' ? event.url : event.reason)?.slice(0, 500);
+  return {
+    type: event.type,
+    at: Number.isFinite(at) ? at : now,
+    provider: event.provider,
+    ...(event.recipient ? { recipient: event.recipient.toLowerCase() } : {}),
+    ...(event.permanent !== undefined ? { permanent: event.permanent } : {}),
+    ...(event.status !== undefined ? { code: event.status } : {}),
+    ...(detail ? { detail } : {}),
+  };
+}
+
 /**
- * Feeds events to the delivery log (the record of the message gets the provider's verdict and
- * each event its `deliveryId`) and to the suppression list.
+ * Feeds events to the delivery log (each is added to its delivery's `events`, found by
+ * Message-ID or provider id; the record's own status, kind and reason stay the engine's) and
+ * to the suppression list (with the source the event says: bounce, complaint, unsubscribe).
  */
 export async function feedStores(
   events: WebhookEvent[],
@@ -50,30 +96,14 @@ export async function feedStores(
     let record: DeliveryRecord | undefined;
     if (stores.log) {
       record = await findDelivery(stores.log, event);
-      if (record) {
-        event.deliveryId = record.id;
-        const negative =
-          event.type === 'bounced' ||
-          event.type === 'rejected' ||
-          event.type === 'complained' ||
-          event.type === 'unsubscribed';
-        if (negative) {
-          const refused = event.type === 'rejected' || (event.type === 'bounced' && event.permanent === true);
-          await stores.log.update(record.id, {
-            reason: describe(event),
-            ...(event.status !== undefined ? { code: event.status } : {}),
-            ...(refused ? { kind: 'refused' as const } : {}),
-            updatedAt: now,
-          });
-        }
-      }
+      if (record && (await stores.log.addEvent(record.id, eventOf(event, now)))) event.deliveryId = record.id;
     }
     if (stores.suppression && event.recipient && suppress(event)) {
       await stores.suppression.add({
         organisation: event.organisation,
         address: event.recipient.toLowerCase(),
         reason: describe(event),
-        source: 'refused',
+        source: suppressionSource(event),
         ...(event.status !== undefined ? { code: event.status } : {}),
         ...(record ? { deliveryId: record.id } : {}),
         createdAt: now,
