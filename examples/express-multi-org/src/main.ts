@@ -12,5 +12,5 @@ if (serve) {
   process.on('SIGINT', () => void demo.close().then(() => process.exit(0)));
 } else {
   await demo.close();
-  console.log('\nDone. Run `pnpm demo --serve` to keep the app running.');
+  console.log('\nDone. Run `bash scripts/demo.sh --serve` to keep the app (and its outbox page) running.');
 }
