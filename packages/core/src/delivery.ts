@@ -37,6 +37,11 @@ export interface DeliveryOptions {
   limitedWait?: number;
   /** Add recipients a route refused permanently to the suppression list. @default true */
   suppressRefused?: boolean;
+  /**
+   * How long `mailer.send` waits for another send holding the same idempotency key to finish
+   * before it fails with code `EDUPLICATE` (ms). @default 60_000
+   */
+  duplicateWait?: number;
 }
 
 /** What the delivery log keeps. */
@@ -356,22 +361,35 @@ export class DeliveryEngine {
   // ------------------------------------------------------------------------------------------
   // send now
 
-  /** `mailer.send`: suppression, then the chain, logged when the mailer has a delivery log. */
+  /**
+   * `mailer.send`: suppression, then the chain, logged when the mailer has a delivery log. With
+   * a log and an idempotency key, the key is claimed in the log first: a key already sent (or
+   * being sent) answers the first send's receipt, and nothing is sent again.
+   */
   async sendNow(
     prepared: PreparedMessage,
-    options: { organisation?: string; route?: string; signal?: AbortSignal },
+    options: { organisation?: string; route?: string; signal?: AbortSignal; idempotencyKey?: string },
   ): Promise<Receipt> {
     const { log } = this.stores;
-    const { organisation } = options;
-    const { message, dropped } = await this.filterSuppressed(organisation, prepared);
+    const { organisation, idempotencyKey: optionKey, ...rest } = options;
+    const key = optionKey ?? prepared.idempotencyKey;
+    const keyed =
+      key !== undefined && key !== prepared.idempotencyKey ? { ...prepared, idempotencyKey: key } : prepared;
+    const { message, dropped } = await this.filterSuppressed(organisation, keyed);
     if (dropped.length)
       this.host.emitEvent('suppressed', { organisation, messageId: prepared.messageId, recipients: dropped });
+    const dispatchOptions = { ...rest, ...(organisation !== undefined ? { organisation } : {}) };
     if (!log) {
       if (message.envelope.to.length === 0) throw this.suppressedError(dropped);
-      return this.host.dispatch(message, options);
+      return this.host.dispatch(message, dispatchOptions);
     }
     const id = randomUUID();
-    await log.put(this.newRecord(id, prepared, 'send', organisation, prepared.idempotencyKey));
+    const record = this.newRecord(id, keyed, 'send', organisation, key);
+    if (key === undefined) await log.put(record);
+    else {
+      const duplicate = await this.claimSend(log, record, options.signal);
+      if (duplicate) return duplicate;
+    }
     if (message.envelope.to.length === 0) {
       const error = this.suppressedError(dropped);
       await log.update(id, {
@@ -385,7 +403,7 @@ export class DeliveryEngine {
     }
     const t = this.tracker(id, organisation);
     try {
-      const receipt = await this.host.dispatch(message, { ...options, observer: t.observer });
+      const receipt = await this.host.dispatch(message, { ...dispatchOptions, observer: t.observer });
       await Promise.all([t.settle(receipt), log.update(id, this.sentPatch(receipt, 1, false))]);
       return receipt;
     } catch (err) {
@@ -402,6 +420,59 @@ export class DeliveryEngine {
     }
   }
 
+  /**
+   * Claims a direct send's idempotency key; undefined when this send holds it now. When another
+   * send holds it: its receipt once it is sent (waiting while it is in flight), or an error when
+   * its outcome is unknown or it stays in flight too long. A key whose send failed for certain is
+   * taken over, so a send that failed can be tried again with its key.
+   */
+  private async claimSend(
+    log: DeliveryLog,
+    record: DeliveryRecord,
+    signal?: AbortSignal,
+  ): Promise<Receipt | undefined> {
+    const deadline = Date.now() + (this.policy.duplicateWait ?? 60_000);
+    for (let delay = 25; ; delay = Math.min(500, delay * 2)) {
+      const claimed = await log.claim(record);
+      if (claimed.created) return undefined;
+      const first = await log.get(claimed.id);
+      if (first?.status === 'sent') {
+        const ok = [...first.history].reverse().find((a) => a.status === 'ok');
+        this.host.emitEvent('duplicate', {
+          organisation: record.organisation,
+          id: first.id,
+          messageId: first.messageId,
+          idempotencyKey: record.idempotencyKey,
+        });
+        return {
+          route: first.route ?? ok?.route ?? '',
+          messageId: first.messageId,
+          accepted: [...first.recipients],
+          rejected: [],
+          acceptedBy: first.acceptedBy ?? 'provider',
+          attempts: [],
+          duplicate: { deliveryId: first.id, ...(first.sentAt !== undefined ? { sentAt: first.sentAt } : {}) },
+          ...(first.providerMessageId !== undefined ? { providerMessageId: first.providerMessageId } : {}),
+          ...(ok?.response !== undefined ? { response: ok.response } : {}),
+        };
+      }
+      if (first?.status === 'failed' && first.unknown) {
+        throw new MailError(
+          `the send with idempotency key ${JSON.stringify(record.idempotencyKey)} (delivery ${first.id}) has an unknown outcome: the route may have taken it, so it is not sent again; check the delivery log, or send with a new key`,
+          { kind: 'unknown', phase: 'validate', code: 'EDUPLICATE' },
+        );
+      }
+      // in flight elsewhere (or failed a moment ago: the next claim takes the key over)
+      if (signal?.aborted || Date.now() + delay > deadline) {
+        throw new MailError(
+          `the send with idempotency key ${JSON.stringify(record.idempotencyKey)} (delivery ${claimed.id}) is still in flight (or its process stopped during it): its outcome is unknown, so it is not sent again`,
+          { kind: 'unknown', phase: 'validate', code: 'EDUPLICATE' },
+        );
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
   private sentPatch(receipt: Receipt, attempts: number, unknown: boolean): Partial<DeliveryRecord> {
     const now = Date.now();
     return {
@@ -412,6 +483,7 @@ export class DeliveryEngine {
       sentAt: now,
       updatedAt: now,
       providerMessageId: receipt.providerMessageId,
+      acceptedBy: receipt.acceptedBy,
       nextAttemptAt: undefined,
       reason: undefined,
       kind: undefined,

@@ -91,6 +91,8 @@ export {
   type ConsumeOptions,
   fixedWindow,
   MemoryRouteState,
+  type QuotaConsumption,
+  type QuotaLimit,
   type QuotaUsage,
   type QuotaWindow,
   type RestState,

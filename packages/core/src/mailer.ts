@@ -72,6 +72,13 @@ export interface MailerSendOptions {
    * unknown outcome where the message may already have gone, never elsewhere.
    */
   route?: string;
+  /**
+   * With a delivery log, the same key (per organisation) sends once: a second send answers the
+   * first one's receipt (marked `duplicate`) without sending; concurrent sends with one key send
+   * once. Without a delivery log nothing remembers keys, so `send` cannot de-duplicate (use
+   * `enqueue`, whose queue keeps them). @default the message's `idempotencyKey`
+   */
+  idempotencyKey?: string;
 }
 
 /** The events of a {@link Mailer}. */
@@ -103,6 +110,8 @@ export interface MailerEvents {
   dead: [{ organisation?: string; id: string; messageId: string; reason: string; error?: MailError }];
   /** An attempt's outcome is unknown: the route may have taken the message. */
   unknown: [{ organisation?: string; id: string; messageId: string; route?: string }];
+  /** A send's idempotency key was sent already: nothing was sent; `id` is the first send's delivery. */
+  duplicate: [{ organisation?: string; id: string; messageId: string; idempotencyKey?: string }];
   /** Recipients on the suppression list were left out of a send. */
   suppressed: [{ organisation?: string; messageId: string; recipients: string[] }];
   /** A route's quota crossed its warning threshold (default 80%). */

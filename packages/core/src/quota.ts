@@ -134,49 +134,50 @@ export async function readQuota(route: Transport, now = Date.now()): Promise<Quo
 export function withQuota(route: Transport, quota: RouteQuota, state: RouteStateStore, stateKey: string): Transport {
   const windows = WINDOWS.filter((w) => quota[w.field] !== undefined);
   const warnAt = quota.warnAt ?? 0.8;
-  const read = async (now: number): Promise<QuotaReading[]> =>
-    Promise.all(
-      windows.map(async (w) => {
-        const limit = quota[w.field]!;
-        const usage = await state.consume(`quota:${stateKey}${route.name}`, w.window, limit, { amount: 0, now });
-        const left = Math.max(0, limit - usage.used);
-        return { window: w.field, limit, used: usage.used, left, resetAt: usage.resetAt, exhausted: left === 0 };
-      }),
-    );
+  const limits = windows.map((w) => ({ window: w.window, limit: quota[w.field]! }));
+  const key = `quota:${stateKey}${route.name}`;
+  const read = async (now: number): Promise<QuotaReading[]> => {
+    const usage = await state.consumeAll(key, limits, { amount: 0, now });
+    return windows.map((w, i) => {
+      const { used, limit, resetAt } = usage.windows[i]!;
+      const left = Math.max(0, limit - used);
+      return { window: w.field, limit, used, left, resetAt, exhausted: left === 0 };
+    });
+  };
   const wrapped: Transport = {
     specificationVersion: 'v1',
     name: route.name,
     async send(message: PreparedMessage, options: SendOptions = {}): Promise<Receipt> {
-      // with several windows, a used-up later one must not cost a unit of an earlier one:
-      // read them all first (counting nothing), then count
-      const used = windows.length > 1 ? await read(Date.now()) : [];
-      const blocked = used.findIndex((q) => q.exhausted);
-      for (const i of blocked >= 0 ? [blocked] : windows.keys()) {
+      // every window in one atomic step: a used-up window never costs a unit of another one
+      const usage = await state.consumeAll(key, limits);
+      if (!usage.allowed) {
+        // the used-up window that frees up last: no send goes before then
+        let i = usage.windows.findIndex((u) => !u.allowed);
+        usage.windows.forEach((u, j) => {
+          if (!u.allowed && u.resetAt > usage.windows[i]!.resetAt) i = j;
+        });
         const w = windows[i]!;
-        const limit = quota[w.field]!;
-        const seen = used[i];
-        const usage = seen?.exhausted
-          ? { allowed: false, used: seen.used, limit, resetAt: seen.resetAt }
-          : await state.consume(`quota:${stateKey}${route.name}`, w.window, limit);
-        const event = { route: route.name, window: w.field, used: usage.used, limit, resetAt: usage.resetAt };
-        if (!usage.allowed) {
-          throw new MailError(
-            `${route.name}: its quota of ${limit} per ${w.unit} is used up (${usage.used} counted); a send is possible again at ${new Date(usage.resetAt).toISOString()}`,
-            {
-              kind: 'limited',
-              phase: 'connect',
-              route: route.name,
-              code: 'EQUOTA',
-              quota: w.quota,
-              retryAfter: Math.max(0, usage.resetAt - Date.now()),
-              rule: 'mailvia.quota',
-            },
-          );
-        }
+        const { used, limit, resetAt } = usage.windows[i]!;
+        throw new MailError(
+          `${route.name}: its quota of ${limit} per ${w.unit} is used up (${used} counted); a send is possible again at ${new Date(resetAt).toISOString()}`,
+          {
+            kind: 'limited',
+            phase: 'connect',
+            route: route.name,
+            code: 'EQUOTA',
+            quota: w.quota,
+            retryAfter: Math.max(0, resetAt - Date.now()),
+            rule: 'mailvia.quota',
+          },
+        );
+      }
+      for (const [i, w] of windows.entries()) {
+        const { used, limit, resetAt } = usage.windows[i]!;
+        const event = { route: route.name, window: w.field, used, limit, resetAt };
         const threshold = Math.max(1, Math.ceil(limit * warnAt));
-        if (usage.used >= threshold && usage.used - 1 < threshold && usage.used < limit)
+        if (used >= threshold && used - 1 < threshold && used < limit)
           options.observer?.quota?.({ type: 'warning', ...event });
-        if (usage.used === limit) {
+        if (used === limit) {
           if (threshold >= limit) options.observer?.quota?.({ type: 'warning', ...event });
           options.observer?.quota?.({ type: 'exhausted', ...event });
         }

@@ -33,7 +33,24 @@ export interface QuotaUsage {
   resetAt: number;
 }
 
-/** Options of {@link RouteStateStore.consume}. */
+/** One window of a quota and its limit, for {@link RouteStateStore.consumeAll}. */
+export interface QuotaLimit {
+  window: QuotaWindow;
+  limit: number;
+}
+
+/** The answer of {@link RouteStateStore.consumeAll}. */
+export interface QuotaConsumption {
+  /** True when the units were counted in every window; false when counted in none. */
+  allowed: boolean;
+  /**
+   * Each window, in the order given: `allowed` says whether that window alone had room; `used`
+   * includes the units only when they were counted (everywhere).
+   */
+  windows: QuotaUsage[];
+}
+
+/** Options of {@link RouteStateStore.consume} and {@link RouteStateStore.consumeAll}. */
 export interface ConsumeOptions {
   /** Epoch ms. @default Date.now() */
   now?: number;
@@ -56,6 +73,12 @@ export interface RouteStateStore {
    * never exceed the limit together). Counts nothing when the limit would be exceeded.
    */
   consume(key: string, window: QuotaWindow, limit: number, options?: ConsumeOptions): MaybePromise<QuotaUsage>;
+  /**
+   * Counts `amount` units in every window of a quota, or in none: one atomic step, so a used-up
+   * later window never costs a unit of an earlier one, even with concurrent sends (a Lua script in
+   * Redis, one transaction in SQLite). The counters are {@link consume}'s (same key and window).
+   */
+  consumeAll(key: string, limits: readonly QuotaLimit[], options?: ConsumeOptions): MaybePromise<QuotaConsumption>;
   /** Every resting route whose key starts with `prefix`, for health pages. */
   entries?(prefix?: string): MaybePromise<[string, RestState][]>;
 }
@@ -88,26 +111,45 @@ export class MemoryRouteState implements RouteStateStore {
     return true;
   }
   consume(key: string, window: QuotaWindow, limit: number, options: ConsumeOptions = {}): QuotaUsage {
+    return this.consumeAll(key, [{ window, limit }], options).windows[0]!;
+  }
+  consumeAll(key: string, limits: readonly QuotaLimit[], options: ConsumeOptions = {}): QuotaConsumption {
     const now = options.now ?? Date.now();
     const amount = options.amount ?? 1;
-    const id = `${key}|${window.type}:${window.ms}`;
-    if (window.type === 'fixed') {
-      const { start, end } = fixedWindow(window, now);
-      let w = this.fixed.get(id);
-      if (!w || w.start !== start) {
-        w = { start, used: 0 };
-        this.fixed.set(id, w);
+    const seen = limits.map(({ window, limit }) => {
+      const id = `${key}|${window.type}:${window.ms}`;
+      if (window.type === 'fixed') {
+        const { start, end } = fixedWindow(window, now);
+        let w = this.fixed.get(id);
+        if (!w || w.start !== start) {
+          w = { start, used: 0 };
+          this.fixed.set(id, w);
+        }
+        const slot = w;
+        return {
+          limit,
+          fits: slot.used + amount <= limit,
+          add: () => {
+            slot.used += amount;
+          },
+          usage: () => ({ used: slot.used, resetAt: end }),
+        };
       }
-      const allowed = w.used + amount <= limit;
-      if (allowed) w.used += amount;
-      return { allowed, used: w.used, limit, resetAt: end };
-    }
-    const since = now - window.ms;
-    const stamps = (this.rolling.get(id) ?? []).filter((t) => t > since);
-    const allowed = stamps.length + amount <= limit;
-    if (allowed) for (let i = 0; i < amount; i++) stamps.push(now);
-    this.rolling.set(id, stamps);
-    return { allowed, used: stamps.length, limit, resetAt: (stamps[0] ?? now) + window.ms };
+      const since = now - window.ms;
+      const stamps = (this.rolling.get(id) ?? []).filter((t) => t > since);
+      this.rolling.set(id, stamps);
+      return {
+        limit,
+        fits: stamps.length + amount <= limit,
+        add: () => {
+          for (let i = 0; i < amount; i++) stamps.push(now);
+        },
+        usage: () => ({ used: stamps.length, resetAt: (stamps[0] ?? now) + window.ms }),
+      };
+    });
+    const allowed = seen.every((w) => w.fits);
+    if (allowed && amount > 0) for (const w of seen) w.add();
+    return { allowed, windows: seen.map((w) => ({ allowed: w.fits, limit: w.limit, ...w.usage() })) };
   }
   /** Every resting route (whose key starts with `prefix`), for health pages. */
   entries(prefix = ''): [string, RestState][] {

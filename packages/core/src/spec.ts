@@ -60,6 +60,17 @@ export interface Receipt {
   acceptedBy: 'provider' | 'relay' | 'outbox';
   /** Every attempt made for this send, in order, the successful one last. */
   attempts: Attempt[];
+  /**
+   * Set by `mailer.send` when its idempotency key was sent already (a delivery log is needed):
+   * nothing was sent now, `attempts` is empty, and the other fields are the first send's, from
+   * the log.
+   */
+  duplicate?: {
+    /** The delivery log id of the send that holds the key. */
+    deliveryId: string;
+    /** Epoch ms when that send went. */
+    sentAt?: number;
+  };
 }
 
 /**

@@ -28,6 +28,19 @@ if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) elseif old 
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
 return 1`;
 
+// KEYS: PUT's keys, then the send key, then the record key prefix; ARGV: PUT's
+// (answers the id holding the key, or writes the record as PUT does)
+const CLAIM = `
+local records = table.remove(KEYS)
+local claim = table.remove(KEYS)
+local held = redis.call('GET', claim)
+if held and held ~= ARGV[2] then
+  local h = redis.call('HMGET', records .. held, '_status', 'unknown')
+  if h[1] and (h[1] ~= 'failed' or h[2] == 'true') then return held end
+end
+redis.call('SET', claim, ARGV[2])
+${PUT}`;
+
 // KEYS: record, unknown index[, provider id index to add the delivery to]
 // ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, n field/value pairs, fields to delete…
 const UPDATE = `
@@ -91,6 +104,11 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
  */
 export class RedisDeliveryLog implements DeliveryLog {
   private readonly putScript = script(PUT, 4);
+  private readonly claimScript = script(CLAIM, 6);
+  private readonly releaseScript = script(
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    1,
+  );
   private readonly updateScript = script(UPDATE, 2);
   private readonly attemptScript = script(ATTEMPT, 2);
   private readonly eventScript = script(EVENT, 2);
@@ -105,7 +123,25 @@ export class RedisDeliveryLog implements DeliveryLog {
   }
 
   async put(record: DeliveryRecord): Promise<void> {
-    const keys = [
+    await this.putScript(this.redis, this.putKeys(record), this.putArgs(record));
+  }
+
+  private sendKey(record: DeliveryRecord): string {
+    return this.k('sk', JSON.stringify([record.organisation ?? '', record.idempotencyKey]));
+  }
+
+  async claim(record: DeliveryRecord): Promise<{ id: string; created: boolean }> {
+    if (record.idempotencyKey === undefined) {
+      await this.put(record);
+      return { id: record.id, created: true };
+    }
+    const keys = [...this.putKeys(record), this.sendKey(record), this.k('d', '')];
+    const r = await this.claimScript(this.redis, keys, this.putArgs(record));
+    return typeof r === 'string' ? { id: r, created: false } : { id: record.id, created: true };
+  }
+
+  private putKeys(record: DeliveryRecord): string[] {
+    return [
       this.k('d', record.id),
       this.k('i', 'all'),
       this.k('i', 'org', record.organisation ?? ''),
@@ -114,14 +150,10 @@ export class RedisDeliveryLog implements DeliveryLog {
       this.k('i', 'mid', record.messageId),
       ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
     ];
-    await this.putScript(this.redis, keys, [
-      this.k('i', 'st', ''),
-      record.id,
-      record.createdAt,
-      record.status,
-      record.unknown ? 1 : 0,
-      ...fields(record),
-    ]);
+  }
+
+  private putArgs(record: DeliveryRecord): (string | number)[] {
+    return [this.k('i', 'st', ''), record.id, record.createdAt, record.status, record.unknown ? 1 : 0, ...fields(record)];
   }
 
   /**
@@ -249,6 +281,8 @@ export class RedisDeliveryLog implements DeliveryLog {
         if (r.providerMessageId !== undefined) m.zrem(this.k('i', 'pid', r.providerMessageId), id);
         for (const a of r.recipients) m.zrem(this.k('i', 'rc', a.toLowerCase()), id);
         await m.exec();
+        if (r.idempotencyKey !== undefined && r.via === 'send')
+          await this.releaseScript(this.redis, [this.sendKey(r)], [id]);
         deleted++;
       }
       offset += kept;

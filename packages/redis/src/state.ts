@@ -1,6 +1,8 @@
 import {
   type ConsumeOptions,
   fixedWindow,
+  type QuotaConsumption,
+  type QuotaLimit,
   type QuotaUsage,
   type QuotaWindow,
   type RestState,
@@ -9,37 +11,49 @@ import {
 import type { Redis } from 'ioredis';
 import { script } from './scripts.js';
 
-const CONSUME_FIXED = `
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local amount = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-if used + amount <= limit then
-  if amount > 0 then
-    used = redis.call('INCRBY', KEYS[1], amount)
-    redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-  end
-  return {1, used}
-end
-return {0, used}`;
-
-const CONSUME_ROLLING = `
+// KEYS: one counter per window (a string for a fixed window, a sorted set for a rolling one)
+// ARGV: now, amount, member; then per window: 'f' or 'r', window ms, limit, expiry (epoch ms, fixed)
+// Every window is read first; the units are counted in all of them or in none.
+const CONSUME_ALL = `
 local now = tonumber(ARGV[1])
-local win = tonumber(ARGV[2])
-local amount = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
-local used = redis.call('ZCARD', KEYS[1])
-local allowed = 0
-if used + amount <= limit then
-  for i = 1, amount do redis.call('ZADD', KEYS[1], now, ARGV[5] .. ':' .. i) end
-  used = used + amount
-  allowed = 1
-  redis.call('PEXPIRE', KEYS[1], win + 1000)
+local amount = tonumber(ARGV[2])
+local used = {}
+local all = 1
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 4
+  if ARGV[b + 1] == 'f' then
+    used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[b + 2]))
+    used[i] = redis.call('ZCARD', KEYS[i])
+  end
+  if used[i] + amount > tonumber(ARGV[b + 3]) then all = 0 end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local oldest = ARGV[1]
-if first[2] then oldest = first[2] end
-return {allowed, used, oldest}`;
+local out = {all}
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 4
+  local fits = 0
+  if used[i] + amount <= tonumber(ARGV[b + 3]) then fits = 1 end
+  local oldest = '0'
+  if ARGV[b + 1] == 'f' then
+    if all == 1 and amount > 0 then
+      used[i] = redis.call('INCRBY', KEYS[i], amount)
+      redis.call('PEXPIREAT', KEYS[i], ARGV[b + 4])
+    end
+  else
+    if all == 1 and amount > 0 then
+      for j = 1, amount do redis.call('ZADD', KEYS[i], now, ARGV[3] .. ':' .. j) end
+      used[i] = used[i] + amount
+      redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[b + 2]) + 1000)
+    end
+    local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    oldest = first[2] or ARGV[1]
+  end
+  table.insert(out, fits)
+  table.insert(out, used[i])
+  table.insert(out, oldest)
+end
+return out`;
 
 const CLAIM_PROBE = `
 local v = redis.call('GET', KEYS[1])
@@ -60,8 +74,7 @@ const REST_TAIL = 7 * 86_400_000;
  * instances together never exceed a limit.
  */
 export class RedisRouteState implements RouteStateStore {
-  private readonly consumeFixed = script(CONSUME_FIXED, 1);
-  private readonly consumeRolling = script(CONSUME_ROLLING, 1);
+  private readonly consumeScript = script(CONSUME_ALL, 1);
   private readonly claim = script(CLAIM_PROBE, 1);
   private seq = 0;
 
@@ -93,25 +106,47 @@ export class RedisRouteState implements RouteStateStore {
   }
 
   async consume(key: string, window: QuotaWindow, limit: number, options: ConsumeOptions = {}): Promise<QuotaUsage> {
+    return (await this.consumeAll(key, [{ window, limit }], options)).windows[0]!;
+  }
+
+  async consumeAll(
+    key: string,
+    limits: readonly QuotaLimit[],
+    options: ConsumeOptions = {},
+  ): Promise<QuotaConsumption> {
+    if (limits.length === 0) return { allowed: true, windows: [] };
     const now = options.now ?? Date.now();
     const amount = options.amount ?? 1;
-    const base = `${this.prefix}:quota:${key}|${window.type}:${window.ms}`;
-    if (window.type === 'fixed') {
-      const { start, end } = fixedWindow(window, now);
-      const [allowed, used] = (await this.consumeFixed(
-        this.redis,
-        [`${base}:${start}`],
-        [amount, limit, end + 60_000],
-      )) as [number, number];
-      return { allowed: allowed === 1, used: Number(used), limit, resetAt: end };
+    const keys: string[] = [];
+    const args: (string | number)[] = [
+      now,
+      amount,
+      `${now}:${process.pid}:${this.seq++}:${Math.random().toString(36).slice(2, 8)}`,
+    ];
+    const ends: number[] = [];
+    for (const { window, limit } of limits) {
+      const base = `${this.prefix}:quota:${key}|${window.type}:${window.ms}`;
+      if (window.type === 'fixed') {
+        const { start, end } = fixedWindow(window, now);
+        keys.push(`${base}:${start}`);
+        args.push('f', window.ms, limit, end + 60_000);
+        ends.push(end);
+      } else {
+        keys.push(base);
+        args.push('r', window.ms, limit, 0);
+        ends.push(0);
+      }
     }
-    const member = `${now}:${process.pid}:${this.seq++}:${Math.random().toString(36).slice(2, 8)}`;
-    const [allowed, used, oldest] = (await this.consumeRolling(
-      this.redis,
-      [base],
-      [now, window.ms, amount, limit, member],
-    )) as [number, number, string];
-    return { allowed: allowed === 1, used: Number(used), limit, resetAt: Number(oldest) + window.ms };
+    const out = (await this.consumeScript(this.redis, keys, args)) as (number | string)[];
+    return {
+      allowed: Number(out[0]) === 1,
+      windows: limits.map(({ window, limit }, i) => ({
+        allowed: Number(out[1 + i * 3]) === 1,
+        used: Number(out[2 + i * 3]),
+        limit,
+        resetAt: window.type === 'fixed' ? ends[i]! : Number(out[3 + i * 3]) + window.ms,
+      })),
+    };
   }
 
   async entries(prefix = ''): Promise<[string, RestState][]> {

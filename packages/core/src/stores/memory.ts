@@ -220,9 +220,22 @@ export class MemoryDeliveryLog implements DeliveryLog {
   private readonly records = new Map<string, DeliveryRecord>();
   private readonly attempts = new Map<string, Map<string, AttemptRecord>>();
   private readonly events = new Map<string, DeliveryEvent[]>();
+  private readonly sendKeys = new Map<string, string>();
 
   put(record: DeliveryRecord): void {
     this.records.set(record.id, structuredClone(record));
+  }
+  claim(record: DeliveryRecord): { id: string; created: boolean } {
+    if (record.idempotencyKey !== undefined) {
+      const key = `${orgOf(record.organisation)}\u0000${record.idempotencyKey}`;
+      const held = this.sendKeys.get(key);
+      const holder = held === undefined ? undefined : this.records.get(held);
+      if (holder && held !== record.id && (holder.status !== 'failed' || holder.unknown))
+        return { id: holder.id, created: false };
+      this.sendKeys.set(key, record.id);
+    }
+    this.put(record);
+    return { id: record.id, created: true };
   }
   update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): boolean {
     const r = this.records.get(id);
@@ -275,6 +288,10 @@ export class MemoryDeliveryLog implements DeliveryLog {
         this.records.delete(id);
         this.attempts.delete(id);
         this.events.delete(id);
+        if (r.idempotencyKey !== undefined) {
+          const key = `${orgOf(r.organisation)}\u0000${r.idempotencyKey}`;
+          if (this.sendKeys.get(key) === id) this.sendKeys.delete(key);
+        }
         deleted++;
       } else if (r.content && r.updatedAt < policy.contentBefore) {
         delete r.content;

@@ -3,6 +3,8 @@ import { RouteConfigError } from '../errors.js';
 import {
   type ConsumeOptions,
   fixedWindow,
+  type QuotaConsumption,
+  type QuotaLimit,
   type QuotaUsage,
   type QuotaWindow,
   type RestState,
@@ -121,6 +123,13 @@ CREATE TABLE IF NOT EXISTS mailvia_attempts (
   data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailvia_attempts_delivery ON mailvia_attempts(delivery_id, started_at);
+CREATE TABLE IF NOT EXISTS mailvia_send_keys (
+  org TEXT NOT NULL,
+  idem TEXT NOT NULL,
+  id TEXT NOT NULL,
+  PRIMARY KEY (org, idem)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mailvia_send_keys_id ON mailvia_send_keys(id);
 CREATE TABLE IF NOT EXISTS mailvia_suppression (
   org TEXT NOT NULL,
   address TEXT NOT NULL,
@@ -432,13 +441,38 @@ export class SqliteDeliveryLog implements DeliveryLog {
     );
   }
 
+  private writeWhole(record: DeliveryRecord): void {
+    this.write(record);
+    const db = this.database;
+    db.sql('DELETE FROM mailvia_delivery_rcpt WHERE delivery_id = ?').run(record.id);
+    const ins = db.sql('INSERT OR IGNORE INTO mailvia_delivery_rcpt (delivery_id, address) VALUES (?, ?)');
+    for (const a of record.recipients) ins.run(record.id, a.toLowerCase());
+  }
+
   put(record: DeliveryRecord): Promise<void> {
+    return this.database.write(() => this.writeWhole(record));
+  }
+
+  claim(record: DeliveryRecord): Promise<{ id: string; created: boolean }> {
     return this.database.write(() => {
-      this.write(record);
       const db = this.database;
-      db.sql('DELETE FROM mailvia_delivery_rcpt WHERE delivery_id = ?').run(record.id);
-      const ins = db.sql('INSERT OR IGNORE INTO mailvia_delivery_rcpt (delivery_id, address) VALUES (?, ?)');
-      for (const a of record.recipients) ins.run(record.id, a.toLowerCase());
+      if (record.idempotencyKey !== undefined) {
+        const org = record.organisation ?? '';
+        const held = db
+          .sql(
+            `SELECT d.id AS id, d.status AS status, d.unknown AS unknown FROM mailvia_send_keys k
+             JOIN mailvia_deliveries d ON d.id = k.id WHERE k.org = ? AND k.idem = ?`,
+          )
+          .get(org, record.idempotencyKey) as Row | undefined;
+        if (held && String(held.id) !== record.id && (held.status !== 'failed' || num(held.unknown) === 1))
+          return { id: String(held.id), created: false };
+        db.sql(
+          `INSERT INTO mailvia_send_keys (org, idem, id) VALUES (?, ?, ?)
+           ON CONFLICT (org, idem) DO UPDATE SET id = excluded.id`,
+        ).run(org, record.idempotencyKey, record.id);
+      }
+      this.writeWhole(record);
+      return { id: record.id, created: true };
     });
   }
 
@@ -561,6 +595,7 @@ export class SqliteDeliveryLog implements DeliveryLog {
       db.sql(`DELETE FROM mailvia_attempts WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
       db.sql(`DELETE FROM mailvia_delivery_rcpt WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
       db.sql(`DELETE FROM mailvia_delivery_events WHERE delivery_id IN (${old})`).run(policy.recordsBefore);
+      db.sql(`DELETE FROM mailvia_send_keys WHERE id IN (${old})`).run(policy.recordsBefore);
       const r = db
         .sql(`DELETE FROM mailvia_deliveries WHERE created_at < ? AND status NOT IN ('queued', 'sending')`)
         .run(policy.recordsBefore);
@@ -643,34 +678,56 @@ export class SqliteRouteState implements RouteStateStore {
       return true;
     });
   }
-  consume(key: string, window: QuotaWindow, limit: number, options: ConsumeOptions = {}): Promise<QuotaUsage> {
+  async consume(key: string, window: QuotaWindow, limit: number, options: ConsumeOptions = {}): Promise<QuotaUsage> {
+    return (await this.consumeAll(key, [{ window, limit }], options)).windows[0]!;
+  }
+  consumeAll(key: string, limits: readonly QuotaLimit[], options: ConsumeOptions = {}): Promise<QuotaConsumption> {
     const now = options.now ?? Date.now();
     const amount = options.amount ?? 1;
-    const id = `${key}|${window.type}:${window.ms}`;
     const db = this.database;
+    // one write: every window is read and counted in the same transaction
     return db.write(() => {
-      if (window.type === 'fixed') {
-        const { start, end } = fixedWindow(window, now);
-        const r = db.sql('SELECT start, used FROM mailvia_quota WHERE key = ?').get(id) as Row | undefined;
-        const used = r && num(r.start) === start ? num(r.used) : 0;
-        const allowed = used + amount <= limit;
-        if (allowed && amount > 0) {
-          db.sql(
-            'INSERT INTO mailvia_quota (key, start, used) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET start = excluded.start, used = excluded.used',
-          ).run(id, start, used + amount);
+      const seen = limits.map(({ window, limit }) => {
+        const id = `${key}|${window.type}:${window.ms}`;
+        if (window.type === 'fixed') {
+          const { start, end } = fixedWindow(window, now);
+          const r = db.sql('SELECT start, used FROM mailvia_quota WHERE key = ?').get(id) as Row | undefined;
+          const used = r && num(r.start) === start ? num(r.used) : 0;
+          return {
+            limit,
+            used,
+            resetAt: end,
+            add: () =>
+              db
+                .sql(
+                  'INSERT INTO mailvia_quota (key, start, used) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET start = excluded.start, used = excluded.used',
+                )
+                .run(id, start, used + amount),
+          };
         }
-        return { allowed, used: allowed ? used + amount : used, limit, resetAt: end };
-      }
-      db.sql('DELETE FROM mailvia_quota_log WHERE key = ? AND at <= ?').run(id, now - window.ms);
-      const r = db.sql('SELECT COUNT(*) AS n, MIN(at) AS first FROM mailvia_quota_log WHERE key = ?').get(id) as Row;
-      const used = num(r.n);
-      const allowed = used + amount <= limit;
-      if (allowed) {
-        const ins = db.sql('INSERT INTO mailvia_quota_log (key, at) VALUES (?, ?)');
-        for (let i = 0; i < amount; i++) ins.run(id, now);
-      }
-      const first = r.first === null ? now : num(r.first);
-      return { allowed, used: allowed ? used + amount : used, limit, resetAt: first + window.ms };
+        db.sql('DELETE FROM mailvia_quota_log WHERE key = ? AND at <= ?').run(id, now - window.ms);
+        const r = db.sql('SELECT COUNT(*) AS n, MIN(at) AS first FROM mailvia_quota_log WHERE key = ?').get(id) as Row;
+        return {
+          limit,
+          used: num(r.n),
+          resetAt: (r.first === null ? now : num(r.first)) + window.ms,
+          add: () => {
+            const ins = db.sql('INSERT INTO mailvia_quota_log (key, at) VALUES (?, ?)');
+            for (let i = 0; i < amount; i++) ins.run(id, now);
+          },
+        };
+      });
+      const allowed = seen.every((w) => w.used + amount <= w.limit);
+      if (allowed && amount > 0) for (const w of seen) w.add();
+      return {
+        allowed,
+        windows: seen.map((w) => ({
+          allowed: w.used + amount <= w.limit,
+          used: allowed ? w.used + amount : w.used,
+          limit: w.limit,
+          resetAt: w.resetAt,
+        })),
+      };
     });
   }
   entries(prefix = ''): [string, RestState][] {

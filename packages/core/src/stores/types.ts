@@ -177,6 +177,8 @@ export interface DeliveryRecord {
   route?: string;
   /** The provider's id of the message, when sent. */
   providerMessageId?: string;
+  /** Who held the message once sent (the receipt's `acceptedBy`). */
+  acceptedBy?: 'provider' | 'relay' | 'outbox';
   /** The kind of the last failure. */
   kind?: FailureKind;
   /** The phase of the last failure. */
@@ -301,6 +303,14 @@ export interface RetentionPolicy {
 export interface DeliveryLog {
   /** Creates or replaces a record (by id). */
   put(record: DeliveryRecord): MaybePromise<void>;
+  /**
+   * Writes a new record of a direct send (`via: 'send'`) that carries an idempotency key, unless
+   * its organisation's key is held: by a record that is sending, sent, or failed with an unknown
+   * outcome. A key whose record failed for certain, or was pruned, is taken over. Atomic per
+   * organisation and key: of concurrent claims, one writes its record; the others get its id.
+   * (Keys of `mailer.enqueue` live in the queue; the two do not see each other.)
+   */
+  claim(record: DeliveryRecord): MaybePromise<{ id: string; created: boolean }>;
   /** Changes fields of a record; false when there is none. `updatedAt` is set by the caller. */
   update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): MaybePromise<boolean>;
   /**

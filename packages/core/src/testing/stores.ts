@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { capture, createOutbox } from '../capture.js';
+import { createMailer } from '../mailer.js';
 import { prepareMessage } from '../message.js';
 import { readQuota, withQuota } from '../quota.js';
 import type { RouteStateStore } from '../route-state.js';
@@ -13,6 +14,7 @@ import type {
   SuppressionList,
 } from '../stores/types.js';
 import { MAX_DELIVERY_EVENTS } from '../stores/types.js';
+import { startSmtpSink } from './peers.js';
 
 /** What {@link storeConformance} needs: fresh, empty stores for each test. */
 export interface StoreConformanceOptions {
@@ -350,6 +352,129 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect((await log.get('m1'))?.events).toHaveLength(MAX_DELIVERY_EVENTS);
     });
 
+    it('log: claim of a send key — concurrent claims write one record; a certain failure frees the key, an unknown one does not', async () => {
+      const { log } = await open();
+      const rec = (id: string, organisation: string, idempotencyKey?: string): DeliveryRecord => ({
+        id,
+        organisation,
+        ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+        messageId: `<${id}@example.org>`,
+        via: 'send',
+        status: 'sending',
+        from: 'sender@example.org',
+        recipients: ['ada@example.org'],
+        subject: 'hi',
+        tags: [],
+        attempts: 0,
+        unknown: false,
+        createdAt: Date.now(),
+        updatedAt: Date.now(),
+      });
+      const claims = await Promise.all(
+        Array.from({ length: 30 }, (_v, i) => log.claim(rec(`c${i}`, 'org-a', 'reset:42'))),
+      );
+      const winners = claims.filter((c) => c.created);
+      expect(winners).toHaveLength(1);
+      const holder = winners[0]!.id;
+      expect(new Set(claims.map((c) => c.id))).toEqual(new Set([holder]));
+      expect(await log.query({ organisation: 'org-a' })).toHaveLength(1);
+      // the same key in another organisation, another key, and no key are their own
+      expect(await log.claim(rec('other-org', 'org-b', 'reset:42'))).toEqual({ id: 'other-org', created: true });
+      expect(await log.claim(rec('other-key', 'org-a', 'reset:43'))).toEqual({ id: 'other-key', created: true });
+      expect(await log.claim(rec('no-key', 'org-a'))).toEqual({ id: 'no-key', created: true });
+      // sent: still held
+      await log.update(holder, { status: 'sent', updatedAt: Date.now() });
+      expect(await log.claim(rec('late', 'org-a', 'reset:42'))).toEqual({ id: holder, created: false });
+      // failed for certain: the next claim takes the key over (once, under concurrency)
+      await log.update('other-key', { status: 'failed', unknown: false, updatedAt: Date.now() });
+      const retake = await Promise.all(
+        Array.from({ length: 10 }, (_v, i) => log.claim(rec(`retry${i}`, 'org-a', 'reset:43'))),
+      );
+      expect(retake.filter((c) => c.created)).toHaveLength(1);
+      const retaken = retake.find((c) => c.created)!.id;
+      expect(retake.every((c) => c.id === retaken)).toBe(true);
+      // failed with an unknown outcome: held
+      await log.update(retaken, { status: 'failed', unknown: true, updatedAt: Date.now() });
+      expect(await log.claim(rec('after-unknown', 'org-a', 'reset:43'))).toEqual({ id: retaken, created: false });
+      // a pruned record frees its key
+      await log.update(retaken, { status: 'failed', unknown: false, updatedAt: Date.now() });
+      expect(await log.prune({ recordsBefore: Date.now() + 1, contentBefore: 0 })).toBeGreaterThan(0);
+      expect((await log.claim(rec('after-prune', 'org-a', 'reset:42'))).created).toBe(true);
+    });
+
+    it('mailer: 20 concurrent sends with one idempotency key put one mail on the wire; later sends answer its receipt', async () => {
+      const stores = await open();
+      let refuse = false;
+      const sink = await startSmtpSink({
+        behaviour: (stage) =>
+          stage === 'mail' && refuse ? { code: 451, message: '4.3.0 try again later' } : undefined,
+      });
+      const mailer = createMailer({
+        log: stores.log,
+        state: stores.state,
+        suppression: stores.suppression,
+        organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
+        rest: { unavailable: 1 },
+      });
+      try {
+        const mail = {
+          from: 'school@example.org',
+          to: 'parent@example.org',
+          subject: 'Your reset link',
+          text: 'hello',
+        };
+        const receipts = await Promise.all(
+          Array.from({ length: 20 }, () =>
+            mailer.send(mail, { organisation: 'school-a', idempotencyKey: 'reset:parent:1' }),
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 300));
+        expect(sink.received).toHaveLength(1);
+        expect(sink.received[0]!.parsed.subject).toBe('Your reset link');
+        const sent = receipts.filter((r) => !r.duplicate);
+        expect(sent).toHaveLength(1);
+        const first = sent[0]!;
+        const duplicates = receipts.filter((r) => r.duplicate);
+        expect(duplicates).toHaveLength(19);
+        const [record] = await stores.log.query({ organisation: 'school-a' });
+        expect(record).toMatchObject({ status: 'sent', idempotencyKey: 'reset:parent:1', via: 'send' });
+        for (const d of duplicates) {
+          expect(d).toMatchObject({
+            route: first.route,
+            messageId: first.messageId,
+            accepted: ['parent@example.org'],
+            acceptedBy: first.acceptedBy,
+            attempts: [],
+            duplicate: { deliveryId: record!.id },
+          });
+          expect(d.providerMessageId).toBe(first.providerMessageId);
+        }
+        // the message's own key counts too; another organisation has its own keys
+        const again = await mailer.send({ ...mail, idempotencyKey: 'reset:parent:1' }, { organisation: 'school-a' });
+        expect(again.duplicate?.deliveryId).toBe(record!.id);
+        await mailer.send(mail, { organisation: 'school-b', idempotencyKey: 'reset:parent:1' });
+        expect(sink.received).toHaveLength(2);
+
+        // a send that failed for certain may be tried again with its key; it then sends once
+        refuse = true;
+        await expect(
+          mailer.send(mail, { organisation: 'school-a', idempotencyKey: 'welcome:parent:1' }),
+        ).rejects.toMatchObject({ kind: 'unavailable' });
+        refuse = false;
+        await new Promise((r) => setTimeout(r, 20));
+        const retried = await Promise.all(
+          Array.from({ length: 5 }, () =>
+            mailer.send(mail, { organisation: 'school-a', idempotencyKey: 'welcome:parent:1' }),
+          ),
+        );
+        expect(retried.filter((r) => !r.duplicate)).toHaveLength(1);
+        expect(sink.received).toHaveLength(3);
+      } finally {
+        await mailer.close();
+        await sink.close();
+      }
+    });
+
     it('suppression: add, has (any case), list newest first, remove', async () => {
       const { suppression } = await open();
       await suppression.add({
@@ -421,6 +546,60 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect(denied.resetAt).toBe(t + 1000);
       expect((await state.consume('quota:org:smtp(b)', rolling, 5, { now: t + 999 })).allowed).toBe(false);
       expect((await state.consume('quota:org:smtp(b)', rolling, 5, { now: t + 1001 })).allowed).toBe(true);
+    });
+
+    it('route state: several windows are counted all or nothing, so concurrent sends never over-spend any window', async () => {
+      const { state } = await open();
+      const day = { type: 'fixed', ms: 86_400_000 } as const;
+      const rolling = { type: 'rolling', ms: 86_400_000 } as const;
+      const limits = [
+        { window: day, limit: 10 },
+        { window: rolling, limit: 3 },
+      ];
+      // the later window is nearly used up (2 of 3), counted on its own
+      for (let i = 0; i < 2; i++) expect((await state.consume('quota:org:two', rolling, 3)).allowed).toBe(true);
+      const results = await Promise.all(Array.from({ length: 40 }, () => state.consumeAll('quota:org:two', limits)));
+      expect(results.filter((r) => r.allowed)).toHaveLength(1);
+      const refused = results.find((r) => !r.allowed)!;
+      expect(refused.windows.map((w) => [w.allowed, w.used, w.limit])).toEqual([
+        [true, 1, 10],
+        [false, 3, 3],
+      ]);
+      expect(refused.windows[0]!.resetAt % 86_400_000).toBe(0);
+      expect(refused.windows[1]!.resetAt).toBeGreaterThan(Date.now() + 86_000_000);
+      // the earlier window lost no unit to the refused ones
+      const peek = await state.consumeAll('quota:org:two', limits, { amount: 0 });
+      expect(peek.windows.map((w) => w.used)).toEqual([1, 3]);
+      expect((await state.consume('quota:org:two', day, 10, { amount: 0 })).used).toBe(1);
+
+      // the other way round: the earlier window nearly used up, many concurrent units of 2
+      const tight = [
+        { window: { type: 'fixed', ms: 1000 } as const, limit: 5 },
+        { window: day, limit: 100 },
+      ];
+      const t = Math.floor(Date.now() / 1000) * 1000 + 10;
+      await state.consumeAll('quota:org:three', tight, { now: t, amount: 4 });
+      const pairs = await Promise.all(
+        Array.from({ length: 20 }, () => state.consumeAll('quota:org:three', tight, { now: t, amount: 2 })),
+      );
+      expect(pairs.filter((r) => r.allowed)).toHaveLength(0);
+      const after = await state.consumeAll('quota:org:three', tight, { now: t, amount: 0 });
+      expect(after.windows.map((w) => w.used)).toEqual([4, 4]);
+
+      // through the quota wrapper: concurrent sends on a route whose rolling window has one unit left
+      const outbox = createOutbox();
+      const route = withQuota(capture({ outbox, name: 'cap' }), { perDay: 50, rolling24h: 3 }, state, 'org-two:');
+      await route.send(message(1));
+      await route.send(message(2));
+      const sends = await Promise.allSettled(Array.from({ length: 25 }, (_v, i) => route.send(message(i))));
+      expect(sends.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of sends)
+        if (r.status === 'rejected') expect(r.reason).toMatchObject({ kind: 'limited', code: 'EQUOTA' });
+      expect(await outbox.list()).toHaveLength(3);
+      expect((await readQuota(route))?.map((q) => [q.window, q.used, q.exhausted])).toEqual([
+        ['perDay', 3, false],
+        ['rolling24h', 3, true],
+      ]);
     });
 
     it('route state: a quota is read live (amount 0 counts nothing) — used, left, reset and exhaustion per window', async () => {
