@@ -153,7 +153,14 @@ export class RedisDeliveryLog implements DeliveryLog {
   }
 
   private putArgs(record: DeliveryRecord): (string | number)[] {
-    return [this.k('i', 'st', ''), record.id, record.createdAt, record.status, record.unknown ? 1 : 0, ...fields(record)];
+    return [
+      this.k('i', 'st', ''),
+      record.id,
+      record.createdAt,
+      record.status,
+      record.unknown ? 1 : 0,
+      ...fields(record),
+    ];
   }
 
   /**
