@@ -41,6 +41,53 @@ end
 redis.call('SET', claim, ARGV[2])
 ${PUT}`;
 
+// Writes a batch of records (the puts of one tick), each as a whole: an earlier record under the
+// same id is replaced and its status and unknown index entries moved.
+// KEYS: all, unknown, then per record: the record, its org, recipient, Message-ID[, provider id] indexes
+// ARGV: status index prefix, the batch as JSON: per record [id, score, status, unknown '1'/'0',
+// its key count, [field, value, field, value…]] (strings, so no number goes through Lua's doubles)
+const PUT_MANY = `
+local st, batch = ARGV[1], cjson.decode(ARGV[2])
+local k = 3
+local all, byStatus, unknown = {}, {}, {}
+for r = 1, #batch do
+  local e = batch[r]
+  local id, score, status, unk, nk = e[1], e[2], e[3], e[4], e[5]
+  local rec = KEYS[k]
+  local old = redis.call('HGET', rec, '_status')
+  if old then
+    if old ~= status then redis.call('ZREM', st .. old, id) end
+    redis.call('DEL', rec)
+  end
+  redis.call('HSET', rec, '_status', status, '_score', score, unpack(e[6]))
+  all[#all + 1] = score
+  all[#all + 1] = id
+  local s = byStatus[status]
+  if not s then s = {}; byStatus[status] = s end
+  s[#s + 1] = score
+  s[#s + 1] = id
+  if unk == '1' then
+    unknown[#unknown + 1] = score
+    unknown[#unknown + 1] = id
+  elseif old then redis.call('ZREM', KEYS[2], id) end
+  for i = k + 1, k + nk - 1 do redis.call('ZADD', KEYS[i], score, id) end
+  k = k + nk
+end
+redis.call('ZADD', KEYS[1], unpack(all))
+for status, s in pairs(byStatus) do redis.call('ZADD', st .. status, unpack(s)) end
+if #unknown > 0 then redis.call('ZADD', KEYS[2], unpack(unknown)) end
+return #batch`;
+
+/** At most this many records go in one write. */
+const PUT_BATCH = 200;
+
+interface PendingPut {
+  keys: string[];
+  entry: [string, string, string, string, number, string[]];
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
 // KEYS: record, unknown index[, provider id index to add the delivery to]
 // ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, n field/value pairs, fields to delete…
 const UPDATE = `
@@ -103,7 +150,8 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
  * for queries (a webhook finds its delivery by one lookup).
  */
 export class RedisDeliveryLog implements DeliveryLog {
-  private readonly putScript = script(PUT, 4);
+  private readonly putScript = script(PUT_MANY, 2);
+  private pending: PendingPut[] = [];
   private readonly claimScript = script(CLAIM, 6);
   private readonly releaseScript = script(
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -122,8 +170,29 @@ export class RedisDeliveryLog implements DeliveryLog {
     return `${this.prefix}:log:${parts.join(':')}`;
   }
 
-  async put(record: DeliveryRecord): Promise<void> {
-    await this.putScript(this.redis, this.putKeys(record), this.putArgs(record));
+  /**
+   * Writes a record whole. The puts of one tick (e.g. many enqueues at once) go to Redis in one
+   * script call, each record atomically; every put resolves once Redis has run it.
+   */
+  put(record: DeliveryRecord): Promise<void> {
+    const keys = [
+      this.k('d', record.id),
+      this.k('i', 'org', record.organisation ?? ''),
+      ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
+      this.k('i', 'mid', record.messageId),
+      ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
+    ];
+    const entry: PendingPut['entry'] = [
+      record.id,
+      String(record.createdAt),
+      record.status,
+      record.unknown ? '1' : '0',
+      keys.length,
+      fields(record),
+    ];
+    return new Promise<void>((resolve, reject) => {
+      if (this.pending.push({ keys, entry, resolve, reject }) === 1) process.nextTick(() => this.flush());
+    });
   }
 
   private sendKey(record: DeliveryRecord): string {
@@ -161,6 +230,25 @@ export class RedisDeliveryLog implements DeliveryLog {
       record.unknown ? 1 : 0,
       ...fields(record),
     ];
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    for (let i = 0; i < batch.length; i += PUT_BATCH) {
+      const part = batch.slice(i, i + PUT_BATCH);
+      const keys = [this.k('i', 'all'), this.k('i', 'unknown')];
+      for (const p of part) for (const key of p.keys) keys.push(key);
+      const args = [this.k('i', 'st', ''), JSON.stringify(part.map((p) => p.entry))];
+      this.putScript(this.redis, keys, args).then(
+        () => {
+          for (const p of part) p.resolve();
+        },
+        (e: unknown) => {
+          for (const p of part) p.reject(e);
+        },
+      );
+    }
   }
 
   /**

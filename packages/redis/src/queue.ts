@@ -12,7 +12,7 @@ import {
   type QueueJobState,
   type QueueStore,
 } from '@mailvia/core';
-import { type ConnectionOptions, DelayedError, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { type ConnectionOptions, DelayedError, Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { ResolvedRedisOptions } from './config.js';
 
 /** What a BullMQ job of the mail queue carries. */
@@ -25,8 +25,8 @@ interface JobData {
   route?: string;
   createdAt: number;
   runAt: number;
-  /** Tells the add that created a job from the adds that found it there. */
-  token: string;
+  /** Tells the add that created a job from the adds that found it there (jobs with an idempotency key). */
+  token?: string;
 }
 
 /**
@@ -60,22 +60,24 @@ export class RedisQueue implements QueueStore {
     const id = this.jobId(job);
     const now = Date.now();
     const runAt = job.runAt ?? now;
+    const key = job.idempotencyKey;
     const data: JobData = {
       message: encodeMessage(job.message),
       attempts: 0,
       createdAt: now,
       runAt,
-      token: randomUUID(),
+      ...(key !== undefined ? { token: randomUUID() } : {}),
       ...(job.organisation !== undefined ? { organisation: job.organisation } : {}),
-      ...(job.idempotencyKey !== undefined ? { idempotencyKey: job.idempotencyKey } : {}),
+      ...(key !== undefined ? { idempotencyKey: key } : {}),
     };
-    await this.queue.add('mail', data, {
+    const opts: JobsOptions = {
       jobId: id,
-      delay: Math.max(0, runAt - now),
+      ...(runAt > now ? { delay: runAt - now } : {}),
       removeOnComplete: { age: Math.ceil(this.options.idempotencyWindow / 1000) },
       removeOnFail: { age: Math.ceil(this.options.deadRetention / 1000) },
-    });
-    if (job.idempotencyKey === undefined) return { id, created: true };
+    };
+    await this.queue.add('mail', data, opts);
+    if (key === undefined) return { id, created: true };
     // BullMQ keeps the first job added with an id: the add whose token it holds created it
     const stored = await Job.fromId<JobData>(this.queue, id);
     return { id, created: stored?.data.token === data.token };
