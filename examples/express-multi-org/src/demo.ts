@@ -91,7 +91,9 @@ export async function runDemo(options: {
   }
   log(`\nWhat the upstream received (one .eml per mail): ${upstreamDir}`);
   for (const m of upstream.received) log(`  ${m.subject} — authenticated as ${m.account} — ${m.file}`);
-  log(`Captured mails (the last resort, and development mode): ${outboxDir}; while serving, the outbox page ${url}/outbox`);
+  log(
+    `Captured mails (the last resort, and development mode): ${outboxDir}; while serving, the outbox page ${url}/outbox`,
+  );
   return {
     receipts,
     upstream: upstream.received,
