@@ -1,4 +1,4 @@
-import { createHmac, createSign, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { createMailer, memoryStores } from '@mailvia/core';
 import { testCertificate } from '@mailvia/core/testing';
 // The provider packages' verifiers, handed to the receiver as an application does.
@@ -6,6 +6,9 @@ import { mailgunWebhook } from '@mailvia/transport-mailgun';
 import { sendgridWebhook, verifySendgridSignature } from '@mailvia/transport-sendgrid';
 import { sesWebhook } from '@mailvia/transport-ses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// the providers' documented payloads live with their verifiers' tests, in the provider packages
+import { contract, mailgunDocEvent } from '../../transport-mailgun/test/webhook-fixtures.js';
+import { notification, sesBounce, sesComplaint, sesDelivery, snsMessage } from '../../transport-ses/test/ses-events.js';
 import {
   keepRawBody,
   mailviaAdmin,
@@ -15,9 +18,7 @@ import {
   type WebhookRefusalInfo,
   type WebhookVerifier,
 } from '../src/index.js';
-import { contract, mailgunDocEvent } from './fixtures.js';
 import { EXPRESS_VERSIONS, json, type Served, serve } from './helpers.js';
-import { sesBounce, sesComplaint, sesDelivery } from './ses-fixtures.js';
 
 const vector = contract('sendgrid/event-webhook-signature-vector.json');
 const sgExamples = contract('sendgrid/event-webhook-examples.json');
@@ -63,37 +64,6 @@ function mailgunBody(eventData: unknown, key = MG_KEY_A, timestamp = String(Math
     .update(timestamp + token)
     .digest('hex');
   return JSON.stringify({ signature: { timestamp, token, signature }, 'event-data': eventData });
-}
-
-/** An SNS message signed as AWS documents: "Name\nvalue\n" for the signed fields, RSA with SHA1 (v1) or SHA256 (v2). */
-function snsMessage(
-  fields: Record<string, string>,
-  options: { version?: '1' | '2'; key?: string; certUrl?: string; timestamp?: string } = {},
-) {
-  const version = options.version ?? '2';
-  const m: Record<string, string> = {
-    MessageId: `${randomBytes(8).toString('hex')}-0000-4000-8000-000000000000`,
-    Timestamp: options.timestamp ?? new Date().toISOString(),
-    SignatureVersion: version,
-    SigningCertURL: options.certUrl ?? CERT_URL,
-    ...fields,
-  };
-  const order =
-    m.Type === 'Notification'
-      ? ['Message', 'MessageId', 'Subject', 'Timestamp', 'TopicArn', 'Type']
-      : ['Message', 'MessageId', 'SubscribeURL', 'Timestamp', 'Token', 'TopicArn', 'Type'];
-  const text = order
-    .filter((f) => m[f] !== undefined)
-    .map((f) => `${f}\n${m[f]}\n`)
-    .join('');
-  const signer = createSign(version === '1' ? 'RSA-SHA1' : 'RSA-SHA256');
-  signer.update(text);
-  m.Signature = signer.sign(options.key ?? testCertificate().key, 'base64');
-  return m;
-}
-
-function notification(sesEvent: unknown, topic = TOPIC_A, options: Parameters<typeof snsMessage>[1] = {}) {
-  return snsMessage({ Type: 'Notification', TopicArn: topic, Message: JSON.stringify(sesEvent) }, options);
 }
 
 describe.each(EXPRESS_VERSIONS)('webhooks on $name', ({ express }) => {

@@ -1,3 +1,6 @@
+import { createSign, randomBytes } from 'node:crypto';
+import { testCertificate } from '@mailvia/core/testing';
+
 /**
  * SES notifications shaped as Amazon documents them ("Amazon SNS notification examples for Amazon
  * SES", https://docs.aws.amazon.com/ses/latest/dg/notification-examples.html, and "Event
@@ -113,3 +116,39 @@ export const sesDeliveryDelay = {
     ],
   },
 };
+
+// --- SNS envelopes, signed independently of the code under test (shared with @mailvia/express's tests)
+
+export const TOPIC_A = 'arn:aws:sns:us-east-1:123456789012:ses-events-school-a';
+export const CERT_URL = 'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem';
+
+/** An SNS message signed as AWS documents: "Name\nvalue\n" for the signed fields, RSA with SHA1 (v1) or SHA256 (v2). */
+export function snsMessage(
+  fields: Record<string, string>,
+  options: { version?: string; key?: string; certUrl?: string; timestamp?: string } = {},
+) {
+  const version = options.version ?? '2';
+  const m: Record<string, string> = {
+    MessageId: `${randomBytes(8).toString('hex')}-0000-4000-8000-000000000000`,
+    Timestamp: options.timestamp ?? new Date().toISOString(),
+    SignatureVersion: version,
+    SigningCertURL: options.certUrl ?? CERT_URL,
+    ...fields,
+  };
+  const order =
+    m.Type === 'Notification'
+      ? ['Message', 'MessageId', 'Subject', 'Timestamp', 'TopicArn', 'Type']
+      : ['Message', 'MessageId', 'SubscribeURL', 'Timestamp', 'Token', 'TopicArn', 'Type'];
+  const text = order
+    .filter((f) => m[f] !== undefined)
+    .map((f) => `${f}\n${m[f]}\n`)
+    .join('');
+  const signer = createSign(version === '1' ? 'RSA-SHA1' : 'RSA-SHA256');
+  signer.update(text);
+  m.Signature = signer.sign(options.key ?? testCertificate().key, 'base64');
+  return m;
+}
+
+export function notification(sesEvent: unknown, topic = TOPIC_A, options: Parameters<typeof snsMessage>[1] = {}) {
+  return snsMessage({ Type: 'Notification', TopicArn: topic, Message: JSON.stringify(sesEvent) }, options);
+}

@@ -1,44 +1,22 @@
-import { createSign, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { type VerifiedWebhook, WebhookRefusal, type WebhookRequest } from '@mailvia/core';
 import { testCertificate } from '@mailvia/core/testing';
 import { describe, expect, it } from 'vitest';
 import { type SesWebhookOptions, SNS_URL_PATTERN, sesWebhook, snsStringToSign } from '../src/index.js';
-import { sesBounce, sesClick, sesComplaint, sesDelivery, sesDeliveryDelay, sesTransientBounce } from './ses-events.js';
+import {
+  CERT_URL,
+  notification,
+  sesBounce,
+  sesClick,
+  sesComplaint,
+  sesDelivery,
+  sesDeliveryDelay,
+  sesTransientBounce,
+  snsMessage,
+} from './ses-events.js';
 
 const TOPIC_A = 'arn:aws:sns:us-east-1:123456789012:ses-events-school-a';
 const TOPIC_B = 'arn:aws:sns:us-east-1:210987654321:ses-events-school-b';
-const CERT_URL = 'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem';
-
-/** An SNS message signed as AWS documents: "Name\nvalue\n" for the signed fields, RSA with SHA1 (v1) or SHA256 (v2). */
-function snsMessage(
-  fields: Record<string, string>,
-  options: { version?: string; key?: string; certUrl?: string; timestamp?: string } = {},
-) {
-  const version = options.version ?? '2';
-  const m: Record<string, string> = {
-    MessageId: `${randomBytes(8).toString('hex')}-0000-4000-8000-000000000000`,
-    Timestamp: options.timestamp ?? new Date().toISOString(),
-    SignatureVersion: version,
-    SigningCertURL: options.certUrl ?? CERT_URL,
-    ...fields,
-  };
-  const order =
-    m.Type === 'Notification'
-      ? ['Message', 'MessageId', 'Subject', 'Timestamp', 'TopicArn', 'Type']
-      : ['Message', 'MessageId', 'SubscribeURL', 'Timestamp', 'Token', 'TopicArn', 'Type'];
-  const text = order
-    .filter((f) => m[f] !== undefined)
-    .map((f) => `${f}\n${m[f]}\n`)
-    .join('');
-  const signer = createSign(version === '1' ? 'RSA-SHA1' : 'RSA-SHA256');
-  signer.update(text);
-  m.Signature = signer.sign(options.key ?? testCertificate().key, 'base64');
-  return m;
-}
-
-function notification(sesEvent: unknown, topic = TOPIC_A, options: Parameters<typeof snsMessage>[1] = {}) {
-  return snsMessage({ Type: 'Notification', TopicArn: topic, Message: JSON.stringify(sesEvent) }, options);
-}
 
 /** The verifier with its certificate fetch and subscription visit recorded instead of going online. */
 function verifier(options: SesWebhookOptions = {}) {
