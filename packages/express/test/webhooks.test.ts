@@ -8,6 +8,7 @@ import { sesWebhook } from '@mailvia/transport-ses';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // the providers' documented payloads live with their verifiers' tests, in the provider packages
 import { contract, mailgunDocEvent } from '../../transport-mailgun/test/webhook-fixtures.js';
+import { malleate, sendgridKeys } from '../../transport-sendgrid/test/webhook-signing.js';
 import { notification, sesBounce, sesComplaint, sesDelivery, snsMessage } from '../../transport-ses/test/ses-events.js';
 import {
   keepRawBody,
@@ -25,10 +26,6 @@ const sgExamples = contract('sendgrid/event-webhook-examples.json');
 const mgVector = contract('mailgun/webhook-signature-vector.selfmade.json');
 
 // Keys of two organisations (made here; SendGrid shows the public key as base64 DER).
-function sendgridKeys() {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { privateKey, publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64') };
-}
 const sgA = sendgridKeys();
 const sgB = sendgridKeys();
 const MG_KEY_A = 'fake-mailgun-signing-key-aaaa';
@@ -38,24 +35,6 @@ const CERT_URL = 'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-
 
 function signSendgrid(privateKey: ReturnType<typeof sendgridKeys>['privateKey'], timestamp: string, body: string) {
   return sign('sha256', Buffer.concat([Buffer.from(timestamp), Buffer.from(body)]), privateKey).toString('base64');
-}
-
-/** The other valid form of an ECDSA P-256 signature: (r, n - s), DER-encoded. */
-function malleate(signatureB64: string): string {
-  const der = Buffer.from(signatureB64, 'base64');
-  const int = (at: number) => ({ len: der[at + 1]!, value: der.subarray(at + 2, at + 2 + der[at + 1]!) });
-  const r = int(2);
-  const s = int(4 + r.len);
-  const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
-  const s2 = n - BigInt(`0x${s.value.toString('hex')}`);
-  const enc = (v: Buffer) => {
-    const bytes = v[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v;
-    return Buffer.concat([Buffer.from([0x02, bytes.length]), bytes]);
-  };
-  let hex = s2.toString(16);
-  if (hex.length % 2) hex = `0${hex}`;
-  const body = Buffer.concat([enc(r.value), enc(Buffer.from(hex, 'hex'))]);
-  return Buffer.concat([Buffer.from([0x30, body.length]), body]).toString('base64');
 }
 
 function mailgunBody(eventData: unknown, key = MG_KEY_A, timestamp = String(Math.floor(Date.now() / 1000))) {

@@ -10,6 +10,7 @@ import {
   sendgridWebhook,
   verifySendgridSignature,
 } from '../src/index.js';
+import { malleate, sendgridKeys } from './webhook-signing.js';
 
 /** SendGrid's published Event Webhook material (shared/contracts/sendgrid). */
 const CONTRACTS = join(import.meta.dirname, '../../../../shared/contracts');
@@ -17,11 +18,7 @@ const contract = (path: string) => JSON.parse(readFileSync(join(CONTRACTS, path)
 const vector = contract('sendgrid/event-webhook-signature-vector.json');
 const examples = contract('sendgrid/event-webhook-examples.json');
 
-// Keys of two organisations (made here; SendGrid shows the public key as base64 DER).
-function sendgridKeys() {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { privateKey, publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64') };
-}
+// Keys of two organisations (made here).
 const orgA = sendgridKeys();
 const orgB = sendgridKeys();
 
@@ -50,24 +47,6 @@ async function refusal(promise: Promise<VerifiedWebhook>): Promise<WebhookRefusa
   );
   if (!WebhookRefusal.isInstance(err)) throw new Error(`expected a WebhookRefusal, got ${String(err)}`);
   return err;
-}
-
-/** The other valid form of an ECDSA P-256 signature: (r, n - s), DER-encoded. */
-function malleate(signatureB64: string): string {
-  const der = Buffer.from(signatureB64, 'base64');
-  const int = (at: number) => ({ len: der[at + 1]!, value: der.subarray(at + 2, at + 2 + der[at + 1]!) });
-  const r = int(2);
-  const s = int(4 + r.len);
-  const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
-  const s2 = n - BigInt(`0x${s.value.toString('hex')}`);
-  const enc = (v: Buffer) => {
-    const bytes = v[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v;
-    return Buffer.concat([Buffer.from([0x02, bytes.length]), bytes]);
-  };
-  let hex = s2.toString(16);
-  if (hex.length % 2) hex = `0${hex}`;
-  const body = Buffer.concat([enc(r.value), enc(Buffer.from(hex, 'hex'))]);
-  return Buffer.concat([Buffer.from([0x30, body.length]), body]).toString('base64');
 }
 
 describe('SendGrid Signed Event Webhook', () => {
