@@ -45,10 +45,18 @@ export interface Classification {
 const text = (f: FailureFacts) => f.text ?? '';
 const reply = (f: FailureFacts) => `${f.smtpCode ?? ''} ${f.enhanced ?? ''} ${f.text ?? ''}`;
 const enh = (f: FailureFacts, re: RegExp) => f.enhanced !== undefined && re.test(f.enhanced);
-const code = (...codes: string[]) => {
+/** A row matcher for provider tables: the failure's `errorCode` is one of `codes` (an exception name, a reason). */
+export function matchCode(...codes: string[]): (facts: FailureFacts) => boolean {
   const set = new Set(codes);
-  return (f: FailureFacts) => f.errorCode !== undefined && set.has(f.errorCode);
-};
+  return (f) => f.errorCode !== undefined && set.has(f.errorCode);
+}
+
+/** A row matcher for provider tables: the failure's text matches `re`. */
+export function matchText(re: RegExp): (facts: FailureFacts) => boolean {
+  return (f) => re.test(f.text ?? '');
+}
+
+const code = matchCode;
 const beforeData = (f: FailureFacts) => f.phase !== 'data-sent' && f.phase !== 'response';
 
 const RFC5321 = 'RFC 5321 §4.2.1-4.2.3';

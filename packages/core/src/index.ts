@@ -16,6 +16,8 @@ export {
   type FailureFacts,
   type FailureReport,
   failure,
+  matchCode,
+  matchText,
   parseRetryAfter,
   parseSmtpReply,
   redact,

@@ -1,9 +1,10 @@
 import {
   type ErrorRule,
-  type FailureFacts,
   type HttpHeaders,
   httpFailure,
   MailError,
+  matchCode,
+  matchText,
   type RequestProgress,
   redact,
   requestAborted,
@@ -13,11 +14,8 @@ const ERRORS = 'https://developers.google.com/workspace/gmail/api/guides/handle-
 const LIMITS = 'https://support.google.com/a/answer/166852';
 const OAUTH = 'RFC 6749 §5.2; https://developers.google.com/identity/protocols/oauth2#expiration';
 
-const reason =
-  (...reasons: string[]) =>
-  (f: FailureFacts) =>
-    f.errorCode !== undefined && reasons.includes(f.errorCode);
-const says = (re: RegExp) => (f: FailureFacts) => re.test(f.text ?? '');
+const reason = matchCode;
+const says = matchText;
 
 /** The rule id of a refresh token or service account grant Google no longer accepts. */
 const INVALID_GRANT_RULE = 'google-oauth/invalid-grant';

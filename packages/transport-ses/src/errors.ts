@@ -1,8 +1,9 @@
 import {
   type ErrorRule,
-  type FailureFacts,
   httpFailure,
   MailError,
+  matchCode,
+  matchText,
   type RequestProgress,
   redact,
   requestAborted,
@@ -12,11 +13,8 @@ const API = 'https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmai
 const COMMON = 'https://docs.aws.amazon.com/ses/latest/APIReference-V2/CommonErrors.html';
 const QUOTAS = 'https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html';
 
-const name =
-  (...names: string[]) =>
-  (f: FailureFacts) =>
-    f.errorCode !== undefined && names.includes(f.errorCode);
-const says = (re: RegExp) => (f: FailureFacts) => re.test(f.text ?? '');
+const name = matchCode;
+const says = matchText;
 
 /**
  * The rows of the classification table for Amazon SES v2, by exception name (the
