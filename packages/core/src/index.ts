@@ -103,7 +103,7 @@ export {
 export { type SmtpRouteOptions, smtp } from './smtp.js';
 export type { Receipt, SendObserver, SendOptions, SpecificationVersion, Transport } from './spec.js';
 export { STOPPING_KINDS } from './spec.js';
-export { decodeMessage, encodeMessage } from './stores/codec.js';
+export { decodeMessage, encodeMessage, messageToJSON } from './stores/codec.js';
 export { Bell, type ClaimSource, runConsumer } from './stores/consumer.js';
 export {
   MemoryDeliveryLog,

@@ -1,10 +1,11 @@
 import type { PreparedMessage } from '../message.js';
 
 /**
- * A prepared message as JSON text, attachment bytes included (as base64): what stores write.
- * {@link decodeMessage} gives back an equal message.
+ * A prepared message as plain JSON data, attachment bytes included (as base64): what stores
+ * keep. The message itself when it holds no bytes. {@link decodeMessage} gives back an equal message.
  */
-export function encodeMessage(message: PreparedMessage): string {
+export function messageToJSON(message: PreparedMessage): PreparedMessage {
+  if (!message.attachments.some((a) => a.content instanceof Uint8Array)) return message;
   const attachments = message.attachments.map((a) =>
     a.content instanceof Uint8Array
       ? {
@@ -14,7 +15,12 @@ export function encodeMessage(message: PreparedMessage): string {
         }
       : a,
   );
-  return JSON.stringify({ ...message, attachments });
+  return { ...message, attachments };
+}
+
+/** {@link messageToJSON} as JSON text. */
+export function encodeMessage(message: PreparedMessage): string {
+  return JSON.stringify(messageToJSON(message));
 }
 
 /** The message {@link encodeMessage} wrote. Attachments come back as base64 strings (same bytes). */
