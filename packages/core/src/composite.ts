@@ -1,7 +1,7 @@
 import { type Attempt, DeliveryError, type FailureKind, MailError } from './errors.js';
 import type { PreparedMessage } from './message.js';
-import { MemoryRouteState, type RouteStateStore } from './route-state.js';
-import { type Receipt, type SendOptions, STOPPING_KINDS, type Transport } from './spec.js';
+import { MemoryRouteState, type RestState, type RouteStateStore } from './route-state.js';
+import { type Receipt, type SendObserver, type SendOptions, STOPPING_KINDS, type Transport } from './spec.js';
 import { abortReason } from './util.js';
 
 /** How long a failing route rests, per kind, in milliseconds. */
@@ -30,6 +30,19 @@ export interface CompositeOptions {
 }
 
 const COMPOSITE = Symbol.for('mailvia.composite');
+
+/** Calls the observer's `beforeAttempt`, as a promise (undefined without one); its failure is the caller's to await. */
+function announce(observer: SendObserver | undefined, route: string): Promise<void> | undefined {
+  if (!observer?.beforeAttempt) return undefined;
+  let p: Promise<void>;
+  try {
+    p = Promise.resolve(observer.beforeAttempt(route));
+  } catch (e) {
+    p = Promise.reject(e);
+  }
+  p.catch(() => {});
+  return p;
+}
 
 function isComposite(t: Transport): boolean {
   return (t as unknown as Record<symbol, unknown>)[COMPOSITE] === true;
@@ -91,11 +104,36 @@ class CompositeTransport implements Transport {
       const composite = isComposite(route);
       const key = this.key(route);
       const now = Date.now();
-      const resting = composite ? undefined : await this.state.get(key);
+      // the attempt is announced while the route's state is read: one round trip before the call, not two
+      const before = composite ? undefined : announce(observer, route.name);
+      let resting: RestState | undefined;
+      try {
+        resting = composite ? undefined : await this.state.get(key);
+      } catch (err) {
+        if (
+          before &&
+          (await before.then(
+            () => true,
+            () => false,
+          ))
+        )
+          record({
+            route: route.name,
+            ok: false,
+            kind: 'unavailable',
+            phase: 'connect',
+            error: `not tried: the route state could not be read (${err instanceof Error ? err.message : String(err)})`,
+            startedAt: now,
+            durationMs: 0,
+          });
+        throw err;
+      }
       if (
         resting &&
         (resting.until > now || !(await this.state.claimProbe(key, now, this.options.probeLease ?? 10_000)))
       ) {
+        // a failing hook fails the send as it is; a skip is reported after the announcement
+        await before;
         if (resting.kind === 'limited') limitedUntil.push(resting.until);
         record({
           route: route.name,
@@ -109,7 +147,7 @@ class CompositeTransport implements Transport {
         continue;
       }
       // a failing hook (the delivery log is down) fails the send as it is: the route is not at fault
-      if (!composite) await observer?.beforeAttempt?.(route.name);
+      await before;
       try {
         const receipt = await route.send(message, options);
         if (resting) await this.state.clear(key);

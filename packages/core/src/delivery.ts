@@ -248,9 +248,11 @@ export class DeliveryEngine {
     let last: string | undefined;
     const observer: SendObserver = {
       beforeAttempt: async (route) => {
-        await gate?.();
-        last = route;
-        if (!log) return;
+        if (!log) {
+          await gate?.();
+          last = route;
+          return;
+        }
         const a: AttemptRecord = {
           id: randomUUID(),
           deliveryId,
@@ -260,7 +262,25 @@ export class DeliveryEngine {
           ...(organisation !== undefined ? { organisation } : {}),
         };
         current.set(route, a);
-        await log.putAttempt(a);
+        // written while the suppression list is read: in flight before the call either way
+        const written = Promise.resolve(log.putAttempt(a));
+        written.catch(() => {});
+        try {
+          await gate?.();
+        } catch (e) {
+          // no call is made: the attempt ends here, not in flight
+          current.delete(route);
+          await written.catch(() => {});
+          await log.putAttempt({
+            ...a,
+            status: 'skipped',
+            endedAt: Date.now(),
+            error: firstLine(this.redactor(e instanceof Error ? e.message : String(e))),
+          });
+          throw e;
+        }
+        last = route;
+        await written;
       },
       attempt: (a: Attempt) => {
         if (!log) return;
@@ -291,23 +311,26 @@ export class DeliveryEngine {
       },
       /** Ends attempts the chain did not report (a receipt's details) and waits for the writes. */
       async settle(receipt?: Receipt): Promise<void> {
-        if (log && receipt) {
-          for (const a of [...succeeded, ...current.values()]) {
-            writes.push(
-              Promise.resolve(
-                log.putAttempt({
-                  ...a,
-                  status: 'ok',
-                  endedAt: a.endedAt ?? Date.now(),
-                  ...(receipt.providerMessageId !== undefined ? { providerMessageId: receipt.providerMessageId } : {}),
-                  ...(receipt.response !== undefined ? { response: firstLine(receipt.response) } : {}),
-                }),
-              ),
-            );
-          }
-          current.clear();
-        }
+        if (log && receipt) for (const a of this.endings(receipt)) writes.push(Promise.resolve(log.putAttempt(a)));
         await Promise.all(writes);
+      },
+      /**
+       * A successful send's ending attempts, with the receipt's details, for the caller to write
+       * (then `settle()` waits for the other writes).
+       */
+      endings(receipt: Receipt): AttemptRecord[] {
+        const out = [...succeeded, ...current.values()].map(
+          (a): AttemptRecord => ({
+            ...a,
+            status: 'ok',
+            endedAt: a.endedAt ?? Date.now(),
+            ...(receipt.providerMessageId !== undefined ? { providerMessageId: receipt.providerMessageId } : {}),
+            ...(receipt.response !== undefined ? { response: firstLine(receipt.response) } : {}),
+          }),
+        );
+        succeeded.length = 0;
+        current.clear();
+        return out;
       },
     };
   }
@@ -404,7 +427,9 @@ export class DeliveryEngine {
     const t = this.tracker(id, organisation);
     try {
       const receipt = await this.host.dispatch(message, { ...dispatchOptions, observer: t.observer });
-      await Promise.all([t.settle(receipt), log.update(id, this.sentPatch(receipt, 1, false))]);
+      const patch = this.sentPatch(receipt, 1, false);
+      if (log.finish) await Promise.all([log.finish(id, t.endings(receipt), patch), t.settle()]);
+      else await Promise.all([t.settle(receipt), log.update(id, patch)]);
       return receipt;
     } catch (err) {
       await t.settle();
@@ -687,8 +712,15 @@ export class DeliveryEngine {
         ...(route !== undefined ? { route } : {}),
         observer: t.observer,
       });
-      // the attempt and the record in one commit (SQLite batches writes of one turn)
-      await Promise.all([t.settle(receipt), this.patch(job, this.sentPatch(receipt, attempts + 1, unknown))]);
+      const patch = this.sentPatch(receipt, attempts + 1, unknown);
+      if (log?.finish) {
+        // the attempts and the record in one step
+        const [found] = await Promise.all([log.finish(job.id, t.endings(receipt), patch), t.settle()]);
+        if (!found) await this.patch(job, patch);
+      } else {
+        // the attempt and the record in one commit (SQLite batches writes of one turn)
+        await Promise.all([t.settle(receipt), this.patch(job, patch)]);
+      }
       return { status: 'sent' };
     } catch (err) {
       await t.settle();

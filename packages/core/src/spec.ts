@@ -25,8 +25,10 @@ export interface SendObserver {
   /** A route was put to rest until `until` (epoch ms) because of a failure of `kind`. */
   rested?(route: string, until: number, error: MailError): void;
   /**
-   * Called, and awaited, just before a route's network call: a durable delivery log records the
-   * attempt as in flight here, so a crash during the call leaves an attempt known as unknown.
+   * Called when a chain picks a route, while it reads the route's state, and awaited before the
+   * route's network call: a durable delivery log records the attempt as in flight here, so a crash
+   * during the call leaves an attempt known as unknown. A route then found resting is reported to
+   * {@link attempt} as skipped once this has resolved; a rejection fails the send as it is.
    */
   beforeAttempt?(route: string): void | Promise<void>;
   /** A route's quota crossed its warning threshold or was used up. */

@@ -160,7 +160,12 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     // suppressed now: never offered to the server again
     const r2 = await m.enqueue(mail('again', { to: 'gone@example.org' }), { organisation: 'school' });
     await until(() => dead.length === 2);
-    expect((await m.log!.get(r2.id))?.reason).toContain('suppression list');
+    const r2rec = (await m.log!.get(r2.id))!;
+    expect(r2rec.reason).toContain('suppression list');
+    // the attempt announced while the list was read ends as skipped, not in flight
+    expect(r2rec.history.map((h) => [h.status, h.error])).toEqual([
+      ['skipped', expect.stringContaining('suppression')],
+    ]);
     await expect(m.send(mail('now', { to: 'gone@example.org' }), { organisation: 'school' })).rejects.toMatchObject({
       kind: 'refused',
       code: 'ESUPPRESSED',
@@ -173,6 +178,31 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     // another organisation is not affected, and clearing the entry lets mail through
     expect(await m.suppression!.has('other', 'gone@example.org')).toBeUndefined();
     expect(await m.suppression!.remove('school', 'gone@example.org')).toBe(true);
+  });
+
+  it('a resting route is skipped without a connection; the attempt announced for it ends as skipped, not in flight', async () => {
+    const b = await sink();
+    // nothing listens on a: refused at once, then resting
+    const closed = await sink();
+    const port = closed.port;
+    await closed.close();
+    const m = mailer(
+      { school: [{ type: 'smtp', host: '127.0.0.1', port }, route(b)] },
+      { rest: { unavailable: 60_000 } },
+    );
+    m.startWorker({ pollInterval: 20, concurrency: 1 });
+    const first = await m.enqueue(mail('r1'), { organisation: 'school' });
+    await until(async () => (await m.log!.get(first.id))?.status === 'sent');
+    const second = await m.enqueue(mail('r2'), { organisation: 'school' });
+    await until(async () => (await m.log!.get(second.id))?.status === 'sent');
+    const h1 = (await m.log!.get(first.id))!.history;
+    const h2 = (await m.log!.get(second.id))!.history;
+    expect(h1.map((h) => h.status)).toEqual(['failed', 'ok']);
+    expect(h2.map((h) => [h.status, h.error?.startsWith('resting until') ?? false])).toEqual([
+      ['skipped', true],
+      ['ok', false],
+    ]);
+    expect(b.received.map((x) => x.parsed.subject)).toEqual(['mail r1', 'mail r2']);
   });
 
   it('an unknown outcome is retried on the same route with the same Message-ID, never on the next route', async () => {

@@ -319,6 +319,16 @@ export interface DeliveryLog {
    */
   putAttempt(attempt: AttemptRecord): MaybePromise<void>;
   /**
+   * Optional: a send's outcome in one step — writes its ending attempts as `putAttempt` does (even
+   * when there is no record) and changes the record as `update` does; false when there is no
+   * record. Without it the engine calls `putAttempt` for each and `update`.
+   */
+  finish?(
+    id: string,
+    attempts: readonly AttemptRecord[],
+    patch: Partial<Omit<DeliveryRecord, 'id'>>,
+  ): MaybePromise<boolean>;
+  /**
    * Appends what a provider said about a delivery (keeps the latest {@link MAX_DELIVERY_EVENTS});
    * the record's own fields are left as they are. False when there is no such record.
    */

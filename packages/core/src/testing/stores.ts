@@ -257,6 +257,40 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect(await log.get('d2')).toBeUndefined();
       expect((await log.get('d1'))?.history).toHaveLength(2);
       expect((await log.get('d3'))?.content).toBeUndefined();
+      // a patch removes fields: one written with the record, one set by an earlier patch
+      await log.put({
+        ...rec('d4', 'org-c', 'failed', t0 + 3000, 'cy@example.org'),
+        reason: 'refused',
+        code: '550 5.1.1',
+      });
+      expect(await log.update('d4', { kind: 'refused', nextAttemptAt: t0 + 9000 })).toBe(true);
+      expect(
+        await log.update('d4', { status: 'sent', reason: undefined, code: undefined, nextAttemptAt: undefined }),
+      ).toBe(true);
+      const d4 = await log.get('d4');
+      expect(d4).toMatchObject({ status: 'sent', kind: 'refused', subject: 'hi' });
+      expect(d4 && ['reason', 'code', 'nextAttemptAt'].filter((k) => k in d4)).toEqual([]);
+      expect((await log.query({ status: 'failed' })).map((r) => r.id)).not.toContain('d4');
+      if (log.finish) {
+        // a send's outcome in one step: ending attempts and the record's changes
+        await log.put(rec('d5', 'org-c', 'queued', t0 + 3100, 'dee@example.org'));
+        const a5 = { id: 'a5', deliveryId: 'd5', route: 'smtp(a)', startedAt: t0 + 3101 } as const;
+        await log.putAttempt({ ...a5, status: 'in-flight' });
+        const ok = { ...a5, status: 'ok', endedAt: t0 + 3102, providerMessageId: 'p-5' } as const;
+        expect(await log.finish('d5', [ok], { status: 'sent', providerMessageId: 'p-5', updatedAt: t0 + 3102 })).toBe(
+          true,
+        );
+        const d5 = await log.get('d5');
+        expect(d5?.status).toBe('sent');
+        expect(d5?.history.map((a) => [a.id, a.status, a.providerMessageId])).toEqual([['a5', 'ok', 'p-5']]);
+        expect((await log.query({ providerMessageId: 'p-5' })).map((r) => r.id)).toEqual(['d5']);
+        expect((await log.query({ status: 'sending' })).map((r) => r.id)).not.toContain('d5');
+        // without a record: false, and the attempts are kept for the record written next
+        const a6 = { id: 'a6', deliveryId: 'd6', route: 'smtp(a)', status: 'ok', startedAt: t0 + 3200 } as const;
+        expect(await log.finish('d6', [a6], { status: 'sent' })).toBe(false);
+        await log.put({ ...rec('d6', 'org-c', 'sent', t0 + 3200, 'dee@example.org') });
+        expect((await log.get('d6'))?.history.map((a) => a.id)).toEqual(['a6']);
+      }
     });
 
     it('log: finds deliveries by Message-ID and provider id, and keeps provider events beside the record', async () => {
