@@ -10,17 +10,23 @@ import {
   type RetentionPolicy,
 } from '@mailvia/core';
 import type { Redis } from 'ioredis';
+import { type BatchItem, type TransactionClient, WriteBatch } from './batch.js';
 import { script } from './scripts.js';
 
+// A record is a hash: `_status`, `_score` (creation time), `_u` (unknown outcome, 1/0), `_r` (the
+// record as written, JSON) and, over it, one field per property changed since (its JSON; '' for a
+// removed one) and `content` (kept apart so that dropping it deletes it).
+
 // KEYS: record, all, org, unknown, recipient indexes…
-// ARGV: status index prefix, id, score, status, unknown (0/1), field, value, field, value…
+// ARGV: status index prefix, id, score, status, unknown (1/0), record JSON, content JSON or ''
 const PUT = `
 local old = redis.call('HGET', KEYS[1], '_status')
 if old then
   if old ~= ARGV[4] then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
   redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], '_status', ARGV[4], '_score', ARGV[3], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], '_status', ARGV[4], '_score', ARGV[3], '_u', ARGV[5], '_r', ARGV[6])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'content', ARGV[7]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZADD', ARGV[1] .. ARGV[4], ARGV[3], ARGV[2])
@@ -35,31 +41,30 @@ local records = table.remove(KEYS)
 local claim = table.remove(KEYS)
 local held = redis.call('GET', claim)
 if held and held ~= ARGV[2] then
-  local h = redis.call('HMGET', records .. held, '_status', 'unknown')
-  if h[1] and (h[1] ~= 'failed' or h[2] == 'true') then return held end
+  local h = redis.call('HMGET', records .. held, '_status', '_u')
+  if h[1] and (h[1] ~= 'failed' or h[2] == '1') then return held end
 end
 redis.call('SET', claim, ARGV[2])
 ${PUT}`;
 
-// Writes a batch of records (the puts of one tick), each as a whole: an earlier record under the
-// same id is replaced and its status and unknown index entries moved.
+// Writes a batch of records (the puts of one tick), each as a whole, as PUT does.
 // KEYS: all, unknown, then per record: the record, its org, recipient, Message-ID[, provider id] indexes
-// ARGV: status index prefix, the batch as JSON: per record [id, score, status, unknown '1'/'0',
-// its key count, [field, value, field, value…]] (strings, so no number goes through Lua's doubles)
+// ARGV: status index prefix, then per record: id, score, status, unknown (1/0), its key count,
+// record JSON, content JSON or ''
 const PUT_MANY = `
-local st, batch = ARGV[1], cjson.decode(ARGV[2])
+local st = ARGV[1]
 local k = 3
 local all, byStatus, unknown = {}, {}, {}
-for r = 1, #batch do
-  local e = batch[r]
-  local id, score, status, unk, nk = e[1], e[2], e[3], e[4], e[5]
+for a = 2, #ARGV, 7 do
+  local id, score, status, unk, nk = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
   local rec = KEYS[k]
   local old = redis.call('HGET', rec, '_status')
   if old then
     if old ~= status then redis.call('ZREM', st .. old, id) end
     redis.call('DEL', rec)
   end
-  redis.call('HSET', rec, '_status', status, '_score', score, unpack(e[6]))
+  redis.call('HSET', rec, '_status', status, '_score', score, '_u', unk, '_r', ARGV[a + 5])
+  if ARGV[a + 6] ~= '' then redis.call('HSET', rec, 'content', ARGV[a + 6]) end
   all[#all + 1] = score
   all[#all + 1] = id
   local s = byStatus[status]
@@ -76,47 +81,69 @@ end
 redis.call('ZADD', KEYS[1], unpack(all))
 for status, s in pairs(byStatus) do redis.call('ZADD', st .. status, unpack(s)) end
 if #unknown > 0 then redis.call('ZADD', KEYS[2], unpack(unknown)) end
-return #batch`;
+return k`;
+
+/** The name the batched put is defined under on the batch's client. */
+const PUTS_COMMAND = 'mailviaLogPuts';
 
 /** At most this many records go in one write. */
 const PUT_BATCH = 200;
 
 interface PendingPut {
   keys: string[];
-  entry: [string, string, string, string, number, string[]];
+  /** id, score, status, unknown, key count, record JSON, content JSON or '' */
+  args: string[];
   resolve: () => void;
   reject: (e: unknown) => void;
 }
 
-// KEYS: record, unknown index[, provider id index to add the delivery to]
-// ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, n field/value pairs, fields to delete…
+// Changes a record; with a send's outcome, writes its ending attempts first (even without a record).
+// KEYS: record, unknown index, attempts hash[, provider id index to add the delivery to]
+// ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, m, n field/value pairs,
+// m fields removed, then attempt id/JSON pairs. A removed field is deleted from the changes; one
+// the record as written holds is masked ('').
 const UPDATE = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local score = redis.call('HGET', KEYS[1], '_score')
-if ARGV[3] ~= '' then
-  local old = redis.call('HGET', KEYS[1], '_status')
-  if old ~= ARGV[3] then
-    if old then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
-    redis.call('ZADD', ARGV[1] .. ARGV[3], score, ARGV[2])
-    redis.call('HSET', KEYS[1], '_status', ARGV[3])
+local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
+local rest = 7 + 2 * n + m
+if #ARGV >= rest then redis.call('HSET', KEYS[3], unpack(ARGV, rest)) end
+local h = redis.call('HMGET', KEYS[1], '_score', '_status', '_u', '_r')
+local score, old, unk, base = h[1], h[2], h[3], h[4]
+if not score then return 0 end
+local set = {}
+if ARGV[3] ~= '' and old ~= ARGV[3] then
+  if old then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
+  redis.call('ZADD', ARGV[1] .. ARGV[3], score, ARGV[2])
+  set[#set + 1] = '_status'
+  set[#set + 1] = ARGV[3]
+end
+if ARGV[4] ~= '' and ARGV[4] ~= unk then
+  if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[2]) else redis.call('ZREM', KEYS[2], ARGV[2]) end
+  set[#set + 1] = '_u'
+  set[#set + 1] = ARGV[4]
+end
+if KEYS[4] then redis.call('ZADD', KEYS[4], score, ARGV[2]) end
+for i = 7, 6 + 2 * n do set[#set + 1] = ARGV[i] end
+local del = {}
+for i = 7 + 2 * n, rest - 1 do
+  if base and string.find(base, '"' .. ARGV[i] .. '":', 1, true) then
+    set[#set + 1] = ARGV[i]
+    set[#set + 1] = ''
+  else
+    del[#del + 1] = ARGV[i]
   end
 end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[2]) elseif ARGV[4] == '0' then redis.call('ZREM', KEYS[2], ARGV[2]) end
-if KEYS[3] then redis.call('ZADD', KEYS[3], score, ARGV[2]) end
-local n = tonumber(ARGV[5])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n)) end
-if #ARGV > 5 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 6 + 2 * n)) end
+if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
 return 1`;
 
 // KEYS: attempts hash, record; ARGV: attempt id, attempt JSON, in flight (1/0), status index prefix, delivery id
 const ATTEMPT = `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] == '1' then
-  local old = redis.call('HGET', KEYS[2], '_status')
-  if old and old ~= 'sending' then
-    local score = redis.call('HGET', KEYS[2], '_score')
-    redis.call('ZREM', ARGV[4] .. old, ARGV[5])
-    redis.call('ZADD', ARGV[4] .. 'sending', score, ARGV[5])
+  local h = redis.call('HMGET', KEYS[2], '_status', '_score')
+  if h[1] and h[1] ~= 'sending' then
+    redis.call('ZREM', ARGV[4] .. h[1], ARGV[5])
+    redis.call('ZADD', ARGV[4] .. 'sending', h[2], ARGV[5])
     redis.call('HSET', KEYS[2], '_status', 'sending', 'status', '"sending"')
   end
 end
@@ -129,17 +156,28 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 return 1`;
 
-/** A record as hash fields: each property JSON-encoded in its own field. */
+/** Changed properties as hash fields: each JSON-encoded in its own field. */
 function fields(record: Partial<DeliveryRecord>): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(record)) if (v !== undefined) out.push(k, JSON.stringify(v));
   return out;
 }
 
+/** The record as written (its content apart) and the content's JSON, or ''. */
+function encodeRecord(record: DeliveryRecord): [string, string] {
+  if (record.content === undefined) return [JSON.stringify(record), ''];
+  const { content, ...rest } = record;
+  return [JSON.stringify(rest), JSON.stringify(content)];
+}
+
 function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
   if (!hash._status) return undefined;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(hash)) if (!k.startsWith('_')) out[k] = JSON.parse(v);
+  const out: Record<string, unknown> = hash._r ? (JSON.parse(hash._r) as Record<string, unknown>) : {};
+  for (const [k, v] of Object.entries(hash)) {
+    if (k.startsWith('_')) continue;
+    if (v === '') delete out[k];
+    else out[k] = JSON.parse(v);
+  }
   return out as unknown as DeliveryRecord;
 }
 
@@ -150,29 +188,40 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
  * for queries (a webhook finds its delivery by one lookup).
  */
 export class RedisDeliveryLog implements DeliveryLog {
-  private readonly putScript = script(PUT_MANY, 2);
-  private pending: PendingPut[] = [];
+  /** Puts waiting for their batch to be written. */
+  private pending: PendingPut[] | undefined;
+  private readonly batch: WriteBatch;
+  private readonly head: string;
   private readonly claimScript = script(CLAIM, 6);
   private readonly releaseScript = script(
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     1,
   );
-  private readonly updateScript = script(UPDATE, 2);
+  private readonly updateScript = script(UPDATE, 3);
   private readonly attemptScript = script(ATTEMPT, 2);
   private readonly eventScript = script(EVENT, 2);
 
+  /**
+   * @param batch where whole records are written: `redisStores` shares one with the queue, so an
+   * enqueue's job and record go in one transaction; by default, transactions on `redis`.
+   */
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
-  ) {}
+    prefix: string,
+    batch?: WriteBatch,
+  ) {
+    this.head = `${prefix}:log:`;
+    this.batch = batch ?? new WriteBatch(async () => redis as unknown as TransactionClient);
+    this.batch.define(PUTS_COMMAND, PUT_MANY);
+  }
 
-  private k(...parts: string[]): string {
-    return `${this.prefix}:log:${parts.join(':')}`;
+  private k(kind: string, a: string, b?: string): string {
+    return b === undefined ? `${this.head}${kind}:${a}` : `${this.head}${kind}:${a}:${b}`;
   }
 
   /**
    * Writes a record whole. The puts of one tick (e.g. many enqueues at once) go to Redis in one
-   * script call, each record atomically; every put resolves once Redis has run it.
+   * script call, in the transaction of their jobs; every put resolves once Redis has run it.
    */
   put(record: DeliveryRecord): Promise<void> {
     const keys = [
@@ -182,16 +231,24 @@ export class RedisDeliveryLog implements DeliveryLog {
       this.k('i', 'mid', record.messageId),
       ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
     ];
-    const entry: PendingPut['entry'] = [
+    const [json, content] = encodeRecord(record);
+    const args = [
       record.id,
       String(record.createdAt),
       record.status,
       record.unknown ? '1' : '0',
-      keys.length,
-      fields(record),
+      String(keys.length),
+      json,
+      content,
     ];
     return new Promise<void>((resolve, reject) => {
-      if (this.pending.push({ keys, entry, resolve, reject }) === 1) process.nextTick(() => this.flush());
+      let group = this.pending;
+      if (!group) {
+        group = [];
+        this.pending = group;
+        this.batch.push(this.putItem(group), false);
+      }
+      group.push({ keys, args, resolve, reject });
     });
   }
 
@@ -228,27 +285,37 @@ export class RedisDeliveryLog implements DeliveryLog {
       record.createdAt,
       record.status,
       record.unknown ? 1 : 0,
-      ...fields(record),
+      ...encodeRecord(record),
     ];
   }
 
-  private flush(): void {
-    const batch = this.pending;
-    this.pending = [];
-    for (let i = 0; i < batch.length; i += PUT_BATCH) {
-      const part = batch.slice(i, i + PUT_BATCH);
-      const keys = [this.k('i', 'all'), this.k('i', 'unknown')];
-      for (const p of part) for (const key of p.keys) keys.push(key);
-      const args = [this.k('i', 'st', ''), JSON.stringify(part.map((p) => p.entry))];
-      this.putScript(this.redis, keys, args).then(
-        () => {
-          for (const p of part) p.resolve();
-        },
-        (e: unknown) => {
-          for (const p of part) p.reject(e);
-        },
-      );
-    }
+  /** A group of puts' share of a batch: one script call per PUT_BATCH records. */
+  private putItem(group: PendingPut[]): BatchItem {
+    return {
+      write: (tx) => {
+        if (this.pending === group) this.pending = undefined;
+        for (let i = 0; i < group.length; i += PUT_BATCH) {
+          const part = group.slice(i, i + PUT_BATCH);
+          const keys = [this.k('i', 'all'), this.k('i', 'unknown')];
+          for (const p of part) for (const key of p.keys) keys.push(key);
+          const args = [this.k('i', 'st', '')];
+          for (const p of part) for (const a of p.args) args.push(a);
+          tx.run(PUTS_COMMAND, keys.length, ...keys, ...args);
+        }
+      },
+      settle: (replies) => {
+        replies.forEach(([error], i) => {
+          for (const p of group.slice(i * PUT_BATCH, (i + 1) * PUT_BATCH)) {
+            if (error) p.reject(error);
+            else p.resolve();
+          }
+        });
+      },
+      fail: (error) => {
+        if (this.pending === group) this.pending = undefined;
+        for (const p of group) p.reject(error);
+      },
+    };
   }
 
   /**
@@ -256,28 +323,35 @@ export class RedisDeliveryLog implements DeliveryLog {
    * Message-ID and createdAt are not re-indexed).
    */
   async update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): Promise<boolean> {
+    return this.finish(id, [], patch);
+  }
+
+  /** A send's outcome in one script call: its ending attempts, then the record's changes. */
+  async finish(
+    id: string,
+    attempts: readonly AttemptRecord[],
+    patch: Partial<Omit<DeliveryRecord, 'id'>>,
+  ): Promise<boolean> {
     const set = fields(patch);
-    const removed = Object.entries(patch)
-      .filter(([, v]) => v === undefined)
-      .map(([k]) => k);
-    const r = await this.updateScript(
-      this.redis,
-      [
-        this.k('d', id),
-        this.k('i', 'unknown'),
-        ...(patch.providerMessageId !== undefined ? [this.k('i', 'pid', patch.providerMessageId)] : []),
-      ],
-      [
-        this.k('i', 'st', ''),
-        id,
-        patch.status ?? '',
-        patch.unknown === undefined ? '' : patch.unknown ? '1' : '0',
-        set.length / 2,
-        ...set,
-        ...removed,
-      ],
-    );
-    return Number(r) === 1;
+    const removed: string[] = [];
+    for (const [k, v] of Object.entries(patch)) if (v === undefined) removed.push(k);
+    const keys = [this.k('d', id), this.k('i', 'unknown'), this.k('a', id)];
+    if (patch.providerMessageId !== undefined) keys.push(this.k('i', 'pid', patch.providerMessageId));
+    const args: (string | number)[] = [
+      this.k('i', 'st', ''),
+      id,
+      patch.status ?? '',
+      patch.unknown === undefined ? '' : patch.unknown ? '1' : '0',
+      set.length / 2,
+      removed.length,
+      ...set,
+      ...removed,
+    ];
+    for (const a of attempts) {
+      if (a.deliveryId !== id) throw new Error(`attempt ${a.id} is of delivery ${a.deliveryId}, not ${id}`);
+      args.push(a.id, JSON.stringify(a));
+    }
+    return Number(await this.updateScript(this.redis, keys, args)) === 1;
   }
 
   async putAttempt(attempt: AttemptRecord): Promise<void> {
@@ -388,8 +462,8 @@ export class RedisDeliveryLog implements DeliveryLog {
       const ids = await this.redis.zrange(all, '-inf', `(${policy.contentBefore}`, 'BYSCORE', 'LIMIT', offset, 500);
       if (ids.length === 0) break;
       for (const id of ids) {
-        const [content, updatedAt] = await this.redis.hmget(this.k('d', id), 'content', 'updatedAt');
-        if (content && Number(updatedAt) < policy.contentBefore) await this.update(id, { content: undefined });
+        const r = fromHash(await this.redis.hgetall(this.k('d', id)));
+        if (r?.content && r.updatedAt < policy.contentBefore) await this.update(id, { content: undefined });
       }
       if (ids.length < 500) break;
     }

@@ -1,9 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import {
   decodeMessage,
-  encodeMessage,
   type JobOutcome,
+  messageToJSON,
   type NewQueueJob,
+  type PreparedMessage,
   type ProcessOptions,
   type QueueAddResult,
   type QueueConsumer,
@@ -13,12 +14,13 @@ import {
   type QueueStore,
 } from '@mailvia/core';
 import { type ConnectionOptions, DelayedError, Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { type BatchItem, type Transaction, type TransactionClient, WriteBatch } from './batch.js';
 import type { ResolvedRedisOptions } from './config.js';
 
 /** What a BullMQ job of the mail queue carries. */
 interface JobData {
-  /** The prepared message, as `encodeMessage` wrote it. */
-  message: string;
+  /** The prepared message, as `messageToJSON` gives it (as `encodeMessage` wrote it, in jobs of 0.1). */
+  message: PreparedMessage | string;
   organisation?: string;
   idempotencyKey?: string;
   attempts: number;
@@ -27,6 +29,36 @@ interface JobData {
   runAt: number;
   /** Tells the add that created a job from the adds that found it there (jobs with an idempotency key). */
   token?: string;
+}
+
+/** A job's share of a write batch: BullMQ's own add, in the batch's transaction. */
+class JobWrite implements BatchItem {
+  readonly done: Promise<void>;
+  private resolve!: () => void;
+  private reject!: (e: unknown) => void;
+
+  constructor(private readonly job: Job<JobData>) {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  write(tx: Transaction): void {
+    // queues its one command synchronously; in a MULTI its promise only says QUEUED
+    this.job.addJob(tx.multi as never).catch(() => {});
+  }
+
+  settle(replies: [Error | null, unknown][]): void {
+    const [error, value] = replies[0] ?? [new Error('BullMQ wrote no command for the job')];
+    if (error) this.reject(error);
+    else if (typeof value === 'number' && value < 0) this.reject(new Error(`BullMQ refused the job (code ${value})`));
+    else this.resolve();
+  }
+
+  fail(error: unknown): void {
+    this.reject(error);
+  }
 }
 
 /**
@@ -38,6 +70,8 @@ interface JobData {
  */
 export class RedisQueue implements QueueStore {
   readonly queue: Queue;
+  /** Where jobs without a key are written: share it with the log, so each goes with its record. */
+  readonly batch: WriteBatch;
   private readonly workers = new Set<Worker>();
 
   constructor(private readonly options: ResolvedRedisOptions) {
@@ -46,6 +80,8 @@ export class RedisQueue implements QueueStore {
       prefix: options.prefix,
     });
     this.queue.on('error', () => {});
+    const backend = this.queue.getBackend() as unknown as { client: Promise<TransactionClient> };
+    this.batch = new WriteBatch(() => backend.client);
   }
 
   private jobId(job: NewQueueJob): string {
@@ -62,7 +98,7 @@ export class RedisQueue implements QueueStore {
     const runAt = job.runAt ?? now;
     const key = job.idempotencyKey;
     const data: JobData = {
-      message: encodeMessage(job.message),
+      message: messageToJSON(job.message),
       attempts: 0,
       createdAt: now,
       runAt,
@@ -76,8 +112,14 @@ export class RedisQueue implements QueueStore {
       removeOnComplete: { age: Math.ceil(this.options.idempotencyWindow / 1000) },
       removeOnFail: { age: Math.ceil(this.options.deadRetention / 1000) },
     };
+    if (key === undefined) {
+      // no key, no duplicate: written with the records of this tick's enqueues, in one transaction
+      const item = new JobWrite(new Job<JobData>(this.queue, 'mail', data, opts, id));
+      this.batch.push(item, true);
+      await item.done;
+      return { id, created: true };
+    }
     await this.queue.add('mail', data, opts);
-    if (key === undefined) return { id, created: true };
     // BullMQ keeps the first job added with an id: the add whose token it holds created it
     const stored = await Job.fromId<JobData>(this.queue, id);
     return { id, created: stored?.data.token === data.token };
@@ -87,7 +129,7 @@ export class RedisQueue implements QueueStore {
     const d = bj.data;
     return {
       id: String(bj.id),
-      message: decodeMessage(d.message),
+      message: typeof d.message === 'string' ? decodeMessage(d.message) : d.message,
       attempts: d.attempts,
       createdAt: d.createdAt,
       runAt: d.runAt,

@@ -38,7 +38,7 @@ export function redisStores(options: RedisStoreOptions = {}): RedisStores {
   const queue = new RedisQueue(resolved);
   return {
     queue,
-    log: new RedisDeliveryLog(redis, resolved.prefix),
+    log: new RedisDeliveryLog(redis, resolved.prefix, queue.batch),
     suppression: new RedisSuppressionList(redis, resolved.prefix),
     state: new RedisRouteState(redis, resolved.prefix),
     redis,

@@ -1,0 +1,128 @@
+/** An ioredis MULTI, as far as a batch uses it. */
+interface Multi {
+  exec(): Promise<[Error | null, unknown][] | null>;
+  /** How many commands are queued. */
+  readonly length: number;
+}
+
+/**
+ * A client a batch opens its transactions on: an ioredis client, or BullMQ's wrapper of one (where
+ * jobs are written, since BullMQ's scripts are defined there).
+ */
+export interface TransactionClient {
+  multi(): Multi;
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
+}
+
+/** What a batch item writes to. */
+export interface Transaction {
+  /** Queues a script defined with {@link WriteBatch.define}: key count, keys, then arguments. */
+  run(command: string, keys: number, ...args: (string | number)[]): void;
+  /** The MULTI itself, for writers that queue their own commands (BullMQ's `Job.addJob`). */
+  readonly multi: Multi;
+}
+
+/** One writer's share of a transaction. */
+export interface BatchItem {
+  /** Queues its commands, synchronously. */
+  write(tx: Transaction): void;
+  /** Its commands' replies, in order (error or value each). */
+  settle(replies: [Error | null, unknown][]): void;
+  /** The transaction did not run. */
+  fail(error: unknown): void;
+}
+
+/**
+ * The writes of one tick, in one MULTI: each enqueue's BullMQ job with its delivery record, so
+ * neither is ever stored without the other, and many writes cost one round trip. A full batch
+ * goes at once (Redis works on it while this process prepares the next); the rest at the end of
+ * the tick. Scripts run with EVALSHA (ioredis sends the script itself once per connection).
+ */
+export class WriteBatch {
+  private items: BatchItem[] = [];
+  private client: TransactionClient | undefined;
+  private readonly scripts = new Map<string, string>();
+
+  constructor(
+    private readonly connect: () => Promise<TransactionClient>,
+    private readonly limit = 50,
+  ) {}
+
+  /** Defines a script that items can {@link Transaction.run} (before or after the first write). */
+  define(command: string, lua: string): void {
+    this.scripts.set(command, lua);
+    this.client?.defineCommand(command, { lua });
+  }
+
+  /**
+   * Adds an item. A leading one (a job) first sends a full batch; a following one (its record)
+   * always joins the batch of the job before it.
+   */
+  push(item: BatchItem, leads: boolean): void {
+    if (leads && this.items.length >= this.limit) this.flush();
+    if (this.items.push(item) === 1) process.nextTick(() => this.flush());
+  }
+
+  private flush(): void {
+    if (this.items.length === 0) return;
+    const items = this.items;
+    this.items = [];
+    if (this.client) {
+      this.run(this.client, items);
+      return;
+    }
+    this.connect().then(
+      (client) => {
+        if (!this.client) {
+          for (const [command, lua] of this.scripts) client.defineCommand(command, { lua });
+          this.client = client;
+        }
+        this.run(client, items);
+      },
+      (e: unknown) => {
+        for (const item of items) item.fail(e);
+      },
+    );
+  }
+
+  private run(client: TransactionClient, items: BatchItem[]): void {
+    const ends: number[] = [];
+    let multi: Multi;
+    try {
+      multi = client.multi();
+      const tx: Transaction = {
+        multi,
+        run(command, keys, ...args) {
+          const queue = (multi as unknown as Record<string, (...a: (string | number)[]) => unknown>)[command];
+          if (typeof queue !== 'function') throw new Error(`the script ${command} is not defined`);
+          queue.call(multi, keys, ...args);
+        },
+      };
+      const start = multi.length;
+      for (const item of items) {
+        item.write(tx);
+        ends.push(multi.length - start);
+      }
+    } catch (e) {
+      for (const item of items) item.fail(e);
+      return;
+    }
+    multi.exec().then(
+      (replies) => {
+        if (!replies) {
+          const e = new Error('Redis discarded the transaction');
+          for (const item of items) item.fail(e);
+          return;
+        }
+        let at = 0;
+        items.forEach((item, i) => {
+          item.settle(replies.slice(at, ends[i]));
+          at = ends[i]!;
+        });
+      },
+      (e: unknown) => {
+        for (const item of items) item.fail(e);
+      },
+    );
+  }
+}
