@@ -227,7 +227,10 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
 
   async function ours(workers: number, tag: string): Promise<void> {
     const prefix = `${run}-ours-${tag}`;
-    const app = createMailer({ ...redis.redisStores({ connection: REDIS_URL, prefix }), routes: [route] });
+    const stores = redis.redisStores({ connection: REDIS_URL, prefix });
+    const app = createMailer({ ...stores, routes: [route] });
+    // connected before the clock starts, as raw BullMQ's queue is
+    await Promise.all([stores.queue.queue.waitUntilReady(), stores.redis.ping()]);
     const enqueueMs = await timed(() => bounded(N_REDIS, IN_FLIGHT, (i) => app.enqueue(message(i))));
     const mailers: Mailer[] = Array.from({ length: workers }, () =>
       createMailer({ ...redis.redisStores({ connection: REDIS_URL, prefix }), routes: [route] }),
@@ -247,6 +250,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     const prefix = `${run}-raw-${tag}`;
     const connection = { host: new URL(REDIS_URL).hostname, port: Number(new URL(REDIS_URL).port || 6379) };
     const queue = new bullmq.Queue('mail', { connection, prefix });
+    await queue.waitUntilReady();
     const enqueueMs = await timed(() =>
       bounded(N_REDIS, IN_FLIGHT, (i) =>
         queue.add('mail', { message: JSON.stringify(prepareMessage(message(i))) }, { removeOnComplete: { age: 3600 } }),
