@@ -54,33 +54,37 @@ ${PUT}`;
 const PUT_MANY = `
 local st = ARGV[1]
 local k = 3
-local all, byStatus, unknown = {}, {}, {}
+-- index entries are added per index, once for the batch (before a record replaced in it is moved)
+local byKey, order = {}, {}
+local function add(key, score, id)
+  local e = byKey[key]
+  if not e then e = {}; byKey[key] = e; order[#order + 1] = key end
+  e[#e + 1] = score
+  e[#e + 1] = id
+end
+local function flush()
+  for _, key in ipairs(order) do redis.call('ZADD', key, unpack(byKey[key])) end
+  byKey, order = {}, {}
+end
 for a = 2, #ARGV, 7 do
   local id, score, status, unk, nk = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
   local rec = KEYS[k]
   local old = redis.call('HGET', rec, '_status')
   if old then
+    flush()
     if old ~= status then redis.call('ZREM', st .. old, id) end
+    if unk ~= '1' then redis.call('ZREM', KEYS[2], id) end
     redis.call('DEL', rec)
   end
   redis.call('HSET', rec, '_status', status, '_score', score, '_u', unk, '_r', ARGV[a + 5])
   if ARGV[a + 6] ~= '' then redis.call('HSET', rec, 'content', ARGV[a + 6]) end
-  all[#all + 1] = score
-  all[#all + 1] = id
-  local s = byStatus[status]
-  if not s then s = {}; byStatus[status] = s end
-  s[#s + 1] = score
-  s[#s + 1] = id
-  if unk == '1' then
-    unknown[#unknown + 1] = score
-    unknown[#unknown + 1] = id
-  elseif old then redis.call('ZREM', KEYS[2], id) end
-  for i = k + 1, k + nk - 1 do redis.call('ZADD', KEYS[i], score, id) end
+  add(KEYS[1], score, id)
+  add(st .. status, score, id)
+  if unk == '1' then add(KEYS[2], score, id) end
+  for i = k + 1, k + nk - 1 do add(KEYS[i], score, id) end
   k = k + nk
 end
-redis.call('ZADD', KEYS[1], unpack(all))
-for status, s in pairs(byStatus) do redis.call('ZADD', st .. status, unpack(s)) end
-if #unknown > 0 then redis.call('ZADD', KEYS[2], unpack(unknown)) end
+flush()
 return k`;
 
 /** The name the batched put is defined under on the batch's client. */
@@ -182,8 +186,8 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
 }
 
 /**
- * The delivery log in Redis: a hash per delivery (one field per property, so an update is one
- * atomic script), a hash of its attempts, a list of its provider events, and sorted sets by
+ * The delivery log in Redis: a hash per delivery (the record as written, and each later change
+ * in a field of its own, so an update is one atomic script), a hash of its attempts, a list of its provider events, and sorted sets by
  * creation time per organisation, status, recipient, Message-ID, provider id and unknown outcome
  * for queries (a webhook finds its delivery by one lookup).
  */
