@@ -271,6 +271,14 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect(d4).toMatchObject({ status: 'sent', kind: 'refused', subject: 'hi' });
       expect(d4 && ['reason', 'code', 'nextAttemptAt'].filter((k) => k in d4)).toEqual([]);
       expect((await log.query({ status: 'failed' })).map((r) => r.id)).not.toContain('d4');
+      // a record replaced in the same turn is in the indexes of its last version only
+      await Promise.all([
+        log.put(rec('d7', 'org-c', 'queued', t0 + 3300, 'eve@example.org')),
+        log.put(rec('d7', 'org-c', 'sent', t0 + 3300, 'eve@example.org')),
+      ]);
+      expect((await log.query({ status: 'queued' })).map((r) => r.id)).not.toContain('d7');
+      expect((await log.query({ status: 'sent' })).map((r) => r.id)).toContain('d7');
+      expect((await log.query({ recipient: 'eve@example.org' })).map((r) => r.id)).toEqual(['d7']);
       if (log.finish) {
         // a send's outcome in one step: ending attempts and the record's changes
         await log.put(rec('d5', 'org-c', 'queued', t0 + 3100, 'dee@example.org'));
