@@ -22,9 +22,9 @@ import {
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const N_EMBEDDED = QUICK ? 300 : 2000;
-const N_REDIS = QUICK ? 300 : 1000;
+const N_REDIS = QUICK ? 300 : 2000;
 const IN_FLIGHT = 100;
-const ROUNDS = Number(process.env.BENCH_QUEUE_ROUNDS) || (QUICK ? 1 : 5);
+const ROUNDS = Number(process.env.BENCH_QUEUE_ROUNDS) || (QUICK ? 1 : 7);
 /** BENCH_QUEUE_ONLY=redis (or embedded) runs one half of the section. */
 const ONLY = process.env.BENCH_QUEUE_ONLY;
 const WORKER_CONCURRENCY = 8;
