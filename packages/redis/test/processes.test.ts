@@ -10,6 +10,7 @@ const root = fileURLToPath(new URL('../../../', import.meta.url));
 const tsx = pathToFileURL(join(root, 'node_modules/tsx/dist/loader.mjs')).href;
 const alias = new URL('./fixtures/alias.mjs', import.meta.url).href;
 const workerScript = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
+const enqueuerScript = fileURLToPath(new URL('./fixtures/enqueuer.ts', import.meta.url));
 
 const children: ChildProcess[] = [];
 const sinks: SmtpSink[] = [];
@@ -157,4 +158,41 @@ describe('two worker processes sharing one Redis queue, route state and quota', 
       await stores.close();
     }
   }, 120_000);
+});
+
+describe('an enqueuing process killed (kill -9) in the middle of many enqueues', () => {
+  it('leaves no job without its delivery record and no queued record without its job; every acknowledged one is whole', async () => {
+    const stores = freshStores();
+    const child = spawn(process.execPath, ['--import', tsx, '--import', alias, enqueuerScript], {
+      cwd: root,
+      env: { ...process.env, MAILVIA_ENQUEUER: JSON.stringify({ redis: REDIS_URL, prefix: stores.prefix }) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    const acked: string[] = [];
+    let buffer = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) if (line.startsWith('acked ')) acked.push(line.slice(6));
+    });
+    try {
+      await until(() => acked.length >= 1500, 30_000, '1,500 acknowledged enqueues');
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      const jobs = new Set(
+        (await stores.queue.queue.getJobs(['waiting', 'delayed', 'prioritized'], 0, -1)).map((j) => String(j.id)),
+      );
+      const records = new Set((await stores.log.query({ status: 'queued', limit: 1_000_000 })).map((r) => r.id));
+      expect(jobs.size).toBeGreaterThanOrEqual(acked.length);
+      expect([...jobs].filter((id) => !records.has(id))).toEqual([]);
+      expect([...records].filter((id) => !jobs.has(id))).toEqual([]);
+      expect(acked.filter((id) => !jobs.has(id))).toEqual([]);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await stores.close();
+    }
+  });
 });
