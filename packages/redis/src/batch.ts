@@ -40,6 +40,8 @@ export interface BatchItem {
  */
 export class WriteBatch {
   private items: BatchItem[] = [];
+  /** Leading items in {@link items}: a batch holds up to `limit` of them. */
+  private leading = 0;
   private client: TransactionClient | undefined;
   private readonly scripts = new Map<string, string>();
 
@@ -55,11 +57,12 @@ export class WriteBatch {
   }
 
   /**
-   * Adds an item. A leading one (a job) first sends a full batch; a following one (its record)
-   * always joins the batch of the job before it.
+   * Adds an item. A leading one (a job) first sends a batch that holds `limit` leading items; a
+   * following one (its record) always joins the batch of the job before it.
    */
   push(item: BatchItem, leads: boolean): void {
-    if (leads && this.items.length >= this.limit) this.flush();
+    if (leads && this.leading >= this.limit) this.flush();
+    if (leads) this.leading++;
     if (this.items.push(item) === 1) process.nextTick(() => this.flush());
   }
 
@@ -67,6 +70,7 @@ export class WriteBatch {
     if (this.items.length === 0) return;
     const items = this.items;
     this.items = [];
+    this.leading = 0;
     if (this.client) {
       this.run(this.client, items);
       return;
