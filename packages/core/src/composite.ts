@@ -110,13 +110,14 @@ class CompositeTransport implements Transport {
       try {
         resting = composite ? undefined : await this.state.get(key);
       } catch (err) {
-        if (
-          before &&
-          (await before.then(
-            () => true,
-            () => false,
-          ))
-        )
+        // an announced attempt ends here: the route was not tried
+        const announced = before
+          ? await before.then(
+              () => true,
+              () => false,
+            )
+          : false;
+        if (announced)
           record({
             route: route.name,
             ok: false,

@@ -253,4 +253,41 @@ describe('failover over real sockets', () => {
       await silent.close();
     }
   });
+
+  it('announces each attempt while it reads the route state, and reports a skip or a failed read only after the announcement', async () => {
+    const events: string[] = [];
+    const observer = {
+      beforeAttempt: async (name: string) => {
+        events.push(`announce ${name}`);
+        await new Promise((r) => setTimeout(r, 20));
+        events.push(`announced ${name}`);
+      },
+      attempt: (a: { route: string; ok: boolean; skipped?: string; error?: string }) =>
+        events.push(`${a.ok ? 'ok' : a.skipped ? 'skipped' : 'failed'} ${a.route}`),
+    };
+    const state = new MemoryRouteState();
+    state.rest('resting', { until: Date.now() + 60_000, kind: 'unavailable', reason: 'down' });
+    const chain = failover([route(good, 'resting'), route(good, 'good')], { state });
+    await chain.send(msg('announce'), { observer });
+    expect(events).toEqual([
+      'announce resting',
+      'announced resting',
+      'skipped resting',
+      'announce good',
+      'announced good',
+      'ok good',
+    ]);
+
+    // the route state cannot be read: the announced attempt ends as failed, and the send fails with the store's error
+    events.length = 0;
+    const broken = new MemoryRouteState();
+    broken.get = () => Promise.reject(new Error('route state store unreachable'));
+    const before = good.received.length;
+    const err = await failover([route(good, 'good')], { state: broken })
+      .send(msg('broken state'), { observer })
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toBe('route state store unreachable');
+    expect(events).toEqual(['announce good', 'announced good', 'failed good']);
+    expect(good.received.length).toBe(before);
+  });
 });
