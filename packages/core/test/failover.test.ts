@@ -281,7 +281,9 @@ describe('failover over real sockets', () => {
     // the route state cannot be read: the announced attempt ends as failed, and the send fails with the store's error
     events.length = 0;
     const broken = new MemoryRouteState();
-    broken.get = () => Promise.reject(new Error('route state store unreachable'));
+    broken.get = () => {
+      throw new Error('route state store unreachable');
+    };
     const before = good.received.length;
     const err = await failover([route(good, 'good')], { state: broken })
       .send(msg('broken state'), { observer })
