@@ -17,37 +17,8 @@ import { script } from './scripts.js';
 // record as written, JSON) and, over it, one field per property changed since (its JSON; '' for a
 // removed one) and `content` (kept apart so that dropping it deletes it).
 
-// KEYS: record, all, org, unknown, recipient indexes…
-// ARGV: status index prefix, id, score, status, unknown (1/0), record JSON, content JSON or ''
-const PUT = `
-local old = redis.call('HGET', KEYS[1], '_status')
-if old then
-  if old ~= ARGV[4] then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], '_status', ARGV[4], '_score', ARGV[3], '_u', ARGV[5], '_r', ARGV[6])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'content', ARGV[7]) end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('ZADD', ARGV[1] .. ARGV[4], ARGV[3], ARGV[2])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) elseif old then redis.call('ZREM', KEYS[4], ARGV[2]) end
-for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
-return 1`;
-
-// KEYS: PUT's keys, then the send key, then the record key prefix; ARGV: PUT's
-// (answers the id holding the key, or writes the record as PUT does)
-const CLAIM = `
-local records = table.remove(KEYS)
-local claim = table.remove(KEYS)
-local held = redis.call('GET', claim)
-if held and held ~= ARGV[2] then
-  local h = redis.call('HMGET', records .. held, '_status', '_u')
-  if h[1] and (h[1] ~= 'failed' or h[2] == '1') then return held end
-end
-redis.call('SET', claim, ARGV[2])
-${PUT}`;
-
-// Writes a batch of records (the puts of one tick), each as a whole, as PUT does.
+// Writes a batch of records (the puts of one tick), each as a whole: a record already there is
+// replaced, and moved out of the status and unknown indexes it no longer belongs to.
 // KEYS: all, unknown, then per record: the record, its org, recipient, Message-ID[, provider id] indexes
 // ARGV: status index prefix, then per record: id, score, status, unknown (1/0), its key count,
 // record JSON, content JSON or ''
@@ -86,6 +57,19 @@ for a = 2, #ARGV, 7 do
 end
 flush()
 return k`;
+
+// KEYS: PUT_MANY's (with one record), then the send key, then the record key prefix; ARGV: PUT_MANY's
+// (answers the id holding the key, or writes the record as PUT_MANY does)
+const CLAIM = `
+local records = table.remove(KEYS)
+local claim = table.remove(KEYS)
+local held = redis.call('GET', claim)
+if held and held ~= ARGV[2] then
+  local h = redis.call('HMGET', records .. held, '_status', '_u')
+  if h[1] and (h[1] ~= 'failed' or h[2] == '1') then return held end
+end
+redis.call('SET', claim, ARGV[2])
+${PUT_MANY}`;
 
 /** The name the batched put is defined under on the batch's client. */
 const PUTS_COMMAND = 'mailviaLogPuts';
@@ -228,23 +212,7 @@ export class RedisDeliveryLog implements DeliveryLog {
    * script call, in the transaction of their jobs; every put resolves once Redis has run it.
    */
   put(record: DeliveryRecord): Promise<void> {
-    const keys = [
-      this.k('d', record.id),
-      this.k('i', 'org', record.organisation ?? ''),
-      ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
-      this.k('i', 'mid', record.messageId),
-      ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
-    ];
-    const [json, content] = encodeRecord(record);
-    const args = [
-      record.id,
-      String(record.createdAt),
-      record.status,
-      record.unknown ? '1' : '0',
-      String(keys.length),
-      json,
-      content,
-    ];
+    const { keys, args } = this.entry(record);
     return new Promise<void>((resolve, reject) => {
       let group = this.pending;
       if (!group) {
@@ -256,6 +224,30 @@ export class RedisDeliveryLog implements DeliveryLog {
     });
   }
 
+  /** A record's keys and arguments in PUT_MANY (after the batch's own). */
+  private entry(record: DeliveryRecord): { keys: string[]; args: string[] } {
+    const keys = [
+      this.k('d', record.id),
+      this.k('i', 'org', record.organisation ?? ''),
+      ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
+      this.k('i', 'mid', record.messageId),
+      ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
+    ];
+    const [json, content] = encodeRecord(record);
+    return {
+      keys,
+      args: [
+        record.id,
+        String(record.createdAt),
+        record.status,
+        record.unknown ? '1' : '0',
+        String(keys.length),
+        json,
+        content,
+      ],
+    };
+  }
+
   private sendKey(record: DeliveryRecord): string {
     return this.k('sk', JSON.stringify([record.organisation ?? '', record.idempotencyKey]));
   }
@@ -265,32 +257,13 @@ export class RedisDeliveryLog implements DeliveryLog {
       await this.put(record);
       return { id: record.id, created: true };
     }
-    const keys = [...this.putKeys(record), this.sendKey(record), this.k('d', '')];
-    const r = await this.claimScript(this.redis, keys, this.putArgs(record));
+    const { keys, args } = this.entry(record);
+    const r = await this.claimScript(
+      this.redis,
+      [this.k('i', 'all'), this.k('i', 'unknown'), ...keys, this.sendKey(record), this.k('d', '')],
+      [this.k('i', 'st', ''), ...args],
+    );
     return typeof r === 'string' ? { id: r, created: false } : { id: record.id, created: true };
-  }
-
-  private putKeys(record: DeliveryRecord): string[] {
-    return [
-      this.k('d', record.id),
-      this.k('i', 'all'),
-      this.k('i', 'org', record.organisation ?? ''),
-      this.k('i', 'unknown'),
-      ...[...new Set(record.recipients.map((a) => a.toLowerCase()))].map((a) => this.k('i', 'rc', a)),
-      this.k('i', 'mid', record.messageId),
-      ...(record.providerMessageId !== undefined ? [this.k('i', 'pid', record.providerMessageId)] : []),
-    ];
-  }
-
-  private putArgs(record: DeliveryRecord): (string | number)[] {
-    return [
-      this.k('i', 'st', ''),
-      record.id,
-      record.createdAt,
-      record.status,
-      record.unknown ? 1 : 0,
-      ...encodeRecord(record),
-    ];
   }
 
   /** A group of puts' share of a batch: one script call per PUT_BATCH records. */
