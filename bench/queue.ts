@@ -4,7 +4,7 @@
  *
  * `benchQueue()` returns one BenchSection (see bench/core.ts). BENCH_QUICK=1 for a smoke run.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire, register } from 'node:module';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -145,6 +145,17 @@ async function timed(run: () => Promise<unknown>): Promise<number> {
   return performance.now() - t0;
 }
 
+/** The host's CPU counters from /proc/stat (Linux), for the share stolen by other guests of a VM. */
+function hostCpu(): { steal: number; total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    return { steal: f[7] ?? 0, total: f.slice(0, 8).reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Embedded
 
@@ -224,6 +235,25 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
   const run = `mvbench-${Date.now().toString(36)}`;
   const route = { type: 'smtp', host: '127.0.0.1', port: sink.port, maxConnections: WORKER_CONCURRENCY };
   const results: Record<string, number> = {};
+  // CPU per mail (this process, which also runs the sink, and the Redis server), beside the
+  // throughput: a VM's neighbours move throughput a lot and CPU time much less
+  const admin = new Redis(REDIS_URL);
+  const redisCpu = async () => {
+    const info = await admin.info('cpu');
+    const read = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+    return read('used_cpu_user') + read('used_cpu_sys');
+  };
+  async function metered(key: string, run: () => Promise<unknown>): Promise<number> {
+    const redis0 = await redisCpu();
+    const node0 = process.cpuUsage();
+    const ms = await timed(run);
+    const node = process.cpuUsage(node0);
+    const redisUs = ((await redisCpu()) - redis0) * 1e6;
+    results[`${key}-cpu-node`] = Math.round((node.user + node.system) / N_REDIS);
+    results[`${key}-cpu-redis`] = Math.round(redisUs / N_REDIS);
+    return ms;
+  }
+  const host0 = hostCpu();
 
   async function ours(workers: number, tag: string): Promise<void> {
     const prefix = `${run}-ours-${tag}`;
@@ -231,12 +261,14 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     const app = createMailer({ ...stores, routes: [route] });
     // connected before the clock starts, as raw BullMQ's queue is
     await Promise.all([stores.queue.queue.waitUntilReady(), stores.redis.ping()]);
-    const enqueueMs = await timed(() => bounded(N_REDIS, IN_FLIGHT, (i) => app.enqueue(message(i))));
+    const enqueueMs = await metered(`ours-enqueue-${tag}`, () =>
+      bounded(N_REDIS, IN_FLIGHT, (i) => app.enqueue(message(i))),
+    );
     const mailers: Mailer[] = Array.from({ length: workers }, () =>
       createMailer({ ...redis.redisStores({ connection: REDIS_URL, prefix }), routes: [route] }),
     );
     const before = sink.count;
-    const deliverMs = await timed(async () => {
+    const deliverMs = await metered(`ours-deliver-${tag}`, async () => {
       for (const m of mailers) m.startWorker({ concurrency: WORKER_CONCURRENCY });
       await sink.waitFor(before + N_REDIS, 120_000);
     });
@@ -263,7 +295,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     const connection = { host: new URL(REDIS_URL).hostname, port: Number(new URL(REDIS_URL).port || 6379) };
     const queue = new bullmq.Queue('mail', { connection, prefix });
     await queue.waitUntilReady();
-    const enqueueMs = await timed(() =>
+    const enqueueMs = await metered(`raw-enqueue-${tag}`, () =>
       bounded(N_REDIS, IN_FLIGHT, (i) =>
         queue.add('mail', { message: JSON.stringify(prepareMessage(message(i))) }, { removeOnComplete: { age: 3600 } }),
       ),
@@ -271,7 +303,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     const transport = smtp({ host: '127.0.0.1', port: sink.port, maxConnections: WORKER_CONCURRENCY });
     const before = sink.count;
     const started: InstanceType<typeof bullmq.Worker>[] = [];
-    const deliverMs = await timed(async () => {
+    const deliverMs = await metered(`raw-deliver-${tag}`, async () => {
       for (let w = 0; w < workers; w++) {
         started.push(
           new bullmq.Worker(
@@ -312,6 +344,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
       }
     }
   } finally {
+    admin.disconnect();
     const r = new Redis(REDIS_URL);
     let cursor = '0';
     do {
@@ -328,6 +361,22 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     return Math.round(median(xs.map((x, i) => (x / (ys[i] ?? x)) * 100))) / 100;
   };
   for (const [k, v] of Object.entries(samples)) results[k] = median(v);
+  const host1 = hostCpu();
+  const steal =
+    host0 && host1 ? Math.round(((host1.steal - host0.steal) / (host1.total - host0.total)) * 100) : undefined;
+  /** Raw BullMQ's CPU per mail (this process + Redis) over Mailvia's: the median of the per-round ratios. */
+  const cpuRatio = (ours: string, raw: string) => {
+    const total = (k: string, i: number) =>
+      (samples[`${k}-cpu-node`]?.[i] ?? 0) + (samples[`${k}-cpu-redis`]?.[i] ?? 0);
+    const xs = (samples[`${ours}-cpu-node`] ?? []).map((_, i) => (total(raw, i) / Math.max(1, total(ours, i))) * 100);
+    return Math.round(median(xs)) / 100;
+  };
+  const cpuRow = (what: string, ours: string, raw: string): Row => ({
+    measure: `redis: ${what}, CPU per mail: raw BullMQ ÷ Mailvia`,
+    value: cpuRatio(ours, raw),
+    unit: 'x',
+    note: `µs per mail, this process + the Redis server (medians): raw BullMQ ${results[`${raw}-cpu-node`]} + ${results[`${raw}-cpu-redis`]}, Mailvia ${results[`${ours}-cpu-node`]} + ${results[`${ours}-cpu-redis`]}${steal !== undefined ? `; the host's CPU stolen by other VMs during this section: ${steal}%` : ''}`,
+  });
   rows.push(
     {
       measure: 'redis: enqueue, Mailvia (BullMQ + delivery log record)',
@@ -348,6 +397,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
       unit: 'x',
       note: `${results['ours-enqueue-nolog']} msgs/s: the same enqueues with the queue, route state and suppression list in Redis and no log (what the record and its indexes cost)`,
     },
+    cpuRow('enqueue', 'ours-enqueue-1w', 'raw-enqueue-1w'),
   );
   for (const w of ['1w', '2w']) {
     const r = ratio(`ours-deliver-${w}`, `raw-deliver-${w}`);
@@ -365,6 +415,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
         goal: '≥ 0.8x',
         pass: r >= 0.8,
       },
+      cpuRow(`deliver, ${w === '1w' ? '1 worker' : '2 workers'}`, `ours-deliver-${w}`, `raw-deliver-${w}`),
     );
   }
   details.redis = {
@@ -372,7 +423,8 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
     samples,
     n: N_REDIS,
     rounds: ROUNDS,
-    note: 'both workers of "2 workers" run in this process',
+    ...(steal !== undefined ? { stealPercent: steal } : {}),
+    note: 'both workers of "2 workers" run in this process; *-cpu-node and *-cpu-redis are µs per mail',
   };
 }
 
