@@ -236,7 +236,7 @@ async function redisSection(sink: CountingSink, rows: Row[], details: Record<str
   const route = { type: 'smtp', host: '127.0.0.1', port: sink.port, maxConnections: WORKER_CONCURRENCY };
   const results: Record<string, number> = {};
   // CPU per mail (this process, which also runs the sink, and the Redis server), beside the
-  // throughput: a VM's neighbours move throughput a lot and CPU time much less
+  // throughput: what each side spends per mail, where throughput says how fast it went
   const admin = new Redis(REDIS_URL);
   const redisCpu = async () => {
     const info = await admin.info('cpu');
