@@ -517,6 +517,54 @@ export function storeConformance(options: StoreConformanceOptions): void {
       }
     });
 
+    it('mailer: a queued mail whose record was never written (a crash between the queue and the log) is sent once, and its record is written whole', async () => {
+      const stores = await open();
+      const sink = await startSmtpSink();
+      // the log loses the enqueue's record, as a process killed between its two writes would
+      let dropped = 0;
+      const log = new Proxy(stores.log, {
+        get(target, p) {
+          if (p === 'put' && dropped === 0)
+            return () => {
+              dropped++;
+            };
+          const v: unknown = Reflect.get(target, p, target);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const mailer = createMailer({
+        queue: stores.queue,
+        log,
+        state: stores.state,
+        suppression: stores.suppression,
+        organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
+      });
+      try {
+        const mail = { from: 'school@example.org', to: 'Parent@example.org', subject: 'Lost record', text: 'hello' };
+        const r = await mailer.enqueue(mail, { organisation: 'school-a' });
+        expect(dropped).toBe(1);
+        expect(await stores.log.get(r.id)).toBeUndefined();
+        mailer.startWorker({ pollInterval: 20 });
+        await until(async () => (await stores.log.get(r.id))?.status === 'sent');
+        const record = (await stores.log.get(r.id))!;
+        expect(record).toMatchObject({
+          via: 'queue',
+          organisation: 'school-a',
+          subject: 'Lost record',
+          recipients: ['parent@example.org'],
+          messageId: r.messageId,
+          attempts: 1,
+          route: 'sink',
+        });
+        expect(record.history.map((a) => [a.status, a.route])).toEqual([['ok', 'sink']]);
+        expect((await stores.log.query({ organisation: 'school-a', status: 'sent' })).map((x) => x.id)).toEqual([r.id]);
+        expect(sink.received.map((m) => m.parsed.subject)).toEqual(['Lost record']);
+      } finally {
+        await mailer.close();
+        await sink.close();
+      }
+    });
+
     it('suppression: add, has (any case), list newest first, remove', async () => {
       const { suppression } = await open();
       await suppression.add({
