@@ -314,10 +314,7 @@ export class DeliveryEngine {
         if (log && receipt) for (const a of this.endings(receipt)) writes.push(Promise.resolve(log.putAttempt(a)));
         await Promise.all(writes);
       },
-      /**
-       * A successful send's ending attempts, with the receipt's details, for the caller to write
-       * (then `settle()` waits for the other writes).
-       */
+      /** A successful send's ending attempts, with the receipt's details (written by `settle` or `sent`). */
       endings(receipt: Receipt): AttemptRecord[] {
         const out = [...succeeded, ...current.values()].map(
           (a): AttemptRecord => ({
@@ -331,6 +328,20 @@ export class DeliveryEngine {
         succeeded.length = 0;
         current.clear();
         return out;
+      },
+      /**
+       * Writes a successful send's outcome: its ending attempts and the record's changes, in one
+       * step where the log has `finish`, else its attempts and an update in one turn (one SQLite
+       * commit). False when the log has no record to change.
+       */
+      async sent(receipt: Receipt, patch: Partial<DeliveryRecord>): Promise<boolean> {
+        if (!log) return true;
+        if (log.finish) {
+          const [found] = await Promise.all([log.finish(deliveryId, this.endings(receipt), patch), this.settle()]);
+          return found;
+        }
+        const [, found] = await Promise.all([this.settle(receipt), log.update(deliveryId, patch)]);
+        return found;
       },
     };
   }
@@ -427,9 +438,7 @@ export class DeliveryEngine {
     const t = this.tracker(id, organisation);
     try {
       const receipt = await this.host.dispatch(message, { ...dispatchOptions, observer: t.observer });
-      const patch = this.sentPatch(receipt, 1, false);
-      if (log.finish) await Promise.all([log.finish(id, t.endings(receipt), patch), t.settle()]);
-      else await Promise.all([t.settle(receipt), log.update(id, patch)]);
+      await t.sent(receipt, this.sentPatch(receipt, 1, false));
       return receipt;
     } catch (err) {
       await t.settle();
@@ -713,14 +722,8 @@ export class DeliveryEngine {
         observer: t.observer,
       });
       const patch = this.sentPatch(receipt, attempts + 1, unknown);
-      if (log?.finish) {
-        // the attempts and the record in one step
-        const [found] = await Promise.all([log.finish(job.id, t.endings(receipt), patch), t.settle()]);
-        if (!found) await this.patch(job, patch);
-      } else {
-        // the attempt and the record in one commit (SQLite batches writes of one turn)
-        await Promise.all([t.settle(receipt), this.patch(job, patch)]);
-      }
+      // a record missing (a crash between the queue and the log) is written whole
+      if (!(await t.sent(receipt, patch))) await this.patch(job, patch);
       return { status: 'sent' };
     } catch (err) {
       await t.settle();
