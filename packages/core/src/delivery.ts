@@ -239,8 +239,17 @@ export class DeliveryEngine {
     };
   }
 
-  /** An observer that writes each attempt to the log: in flight before the call, then its end. */
-  private tracker(deliveryId: string, organisation: string | undefined, gate?: () => Promise<void>) {
+  /**
+   * An observer that writes each attempt to the log: in flight before the call, then its end.
+   * `carried`, a record the queued job carried, is written with the first attempt when the log
+   * has none yet.
+   */
+  private tracker(
+    deliveryId: string,
+    organisation: string | undefined,
+    gate?: () => Promise<void>,
+    carried?: DeliveryRecord,
+  ) {
     const log = this.stores.log;
     const current = new Map<string, AttemptRecord>();
     const writes: Promise<unknown>[] = [];
@@ -263,7 +272,8 @@ export class DeliveryEngine {
         };
         current.set(route, a);
         // written while the suppression list is read: in flight before the call either way
-        const written = Promise.resolve(log.putAttempt(a));
+        const written = Promise.resolve(carried ? log.putAttempt(a, carried) : log.putAttempt(a));
+        carried = undefined;
         written.catch(() => {});
         try {
           await gate?.();
@@ -558,15 +568,18 @@ export class DeliveryEngine {
     const message =
       key !== undefined && key !== prepared.idempotencyKey ? { ...prepared, idempotencyKey: key } : prepared;
     const id = randomUUID();
+    const log = this.stores.log;
+    // a queue this log reads carries the record in its job: the enqueue is one write
+    const carried = log !== undefined && queue.recordLog === log;
     const add = queue.add({
       id,
       message,
       ...(organisation !== undefined ? { organisation } : {}),
       ...(key !== undefined ? { idempotencyKey: key } : {}),
       ...(options.delay !== undefined && options.delay > 0 ? { runAt: Date.now() + options.delay } : {}),
+      ...(carried ? { record: this.newRecord(id, message, 'queue', organisation, key) } : {}),
     });
-    const log = this.stores.log;
-    if (key === undefined && log) {
+    if (key === undefined && log && !carried) {
       // no key, no duplicate: the job and its record go together (one commit in SQLite, one round trip in Redis)
       const [added] = await Promise.allSettled([add, log.put(this.newRecord(id, message, 'queue', organisation, key))]);
       if (added.status === 'rejected') {
@@ -580,7 +593,7 @@ export class DeliveryEngine {
     }
     const r = await add;
     if (r.created) {
-      await log?.put(this.newRecord(r.id, message, 'queue', organisation, key));
+      if (!carried) await log?.put(this.newRecord(r.id, message, 'queue', organisation, key));
       this.host.emitEvent('queued', { organisation, id: r.id, messageId: message.messageId, duplicate: false });
       return { id: r.id, duplicate: false, messageId: message.messageId };
     }
@@ -617,12 +630,15 @@ export class DeliveryEngine {
     });
   }
 
-  /** Updates a job's record; writes it whole when missing (a crash between the queue and the log). */
+  /**
+   * Updates a job's record; writes it whole when missing (a crash between the queue and the log,
+   * or a record its job carries that no attempt has written yet).
+   */
   private async patch(job: QueueJob, patch: Partial<DeliveryRecord>): Promise<void> {
     const log = this.stores.log;
     if (!log || (await log.update(job.id, patch))) return;
     const record: Record<string, unknown> = {
-      ...this.newRecord(job.id, job.message, 'queue', job.organisation, job.idempotencyKey),
+      ...(job.record ?? this.newRecord(job.id, job.message, 'queue', job.organisation, job.idempotencyKey)),
       ...patch,
     };
     for (const [k, v] of Object.entries(record)) if (v === undefined) delete record[k];
@@ -644,7 +660,7 @@ export class DeliveryEngine {
     const fresh = job.taken === 1 && job.attempts === 0 && job.route === undefined;
     let details: DeliveryDetails | undefined = log && !fresh ? await log.get(job.id) : undefined;
     if (log && !fresh && !details) {
-      const rec = this.newRecord(job.id, job.message, 'queue', organisation, job.idempotencyKey);
+      const rec = job.record ?? this.newRecord(job.id, job.message, 'queue', organisation, job.idempotencyKey);
       await log.put(rec);
       details = { ...rec, history: [], events: [] };
     }
@@ -714,7 +730,7 @@ export class DeliveryEngine {
         }
       : undefined;
 
-    const t = this.tracker(job.id, organisation, gate);
+    const t = this.tracker(job.id, organisation, gate, job.record);
     try {
       const receipt = await this.host.dispatch(message, {
         ...(organisation !== undefined ? { organisation } : {}),

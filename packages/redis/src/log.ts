@@ -124,8 +124,20 @@ if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
 return 1`;
 
-// KEYS: attempts hash, record; ARGV: attempt id, attempt JSON, in flight (1/0), status index prefix, delivery id
+// Writes an attempt; with a record (one a queued job carried), writes that first when there is none.
+// KEYS: attempts hash, record[, then the record's org, recipient, Message-ID[, provider id] indexes, all, unknown]
+// ARGV: attempt id, attempt JSON, in flight (1/0), status index prefix, delivery id[, then the
+// record's score, status, unknown (1/0), JSON, content JSON or '']
 const ATTEMPT = `
+if #ARGV > 5 and redis.call('EXISTS', KEYS[2]) == 0 then
+  local id, score, status, unk = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+  redis.call('HSET', KEYS[2], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9])
+  if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'content', ARGV[10]) end
+  redis.call('ZADD', ARGV[4] .. status, score, id)
+  redis.call('ZADD', KEYS[#KEYS - 1], score, id)
+  if unk == '1' then redis.call('ZADD', KEYS[#KEYS], score, id) end
+  for i = 3, #KEYS - 2 do redis.call('ZADD', KEYS[i], score, id) end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] == '1' then
   local h = redis.call('HMGET', KEYS[2], '_status', '_score')
@@ -169,11 +181,22 @@ function fromHash(hash: Record<string, string>): DeliveryRecord | undefined {
   return out as unknown as DeliveryRecord;
 }
 
+/** Where the log finds records that queued jobs carry (the {@link RedisQueue} it was made with). */
+export interface CarriedRecords {
+  /** The record a job carries, if any. */
+  carried(id: string): Promise<DeliveryRecord | undefined>;
+  /** The records of jobs not yet done with. */
+  untaken(): Promise<DeliveryRecord[]>;
+}
+
 /**
  * The delivery log in Redis: a hash per delivery (the record as written, and each later change
  * in a field of its own, so an update is one atomic script), a hash of its attempts, a list of its provider events, and sorted sets by
  * creation time per organisation, status, recipient, Message-ID, provider id and unknown outcome
- * for queries (a webhook finds its delivery by one lookup).
+ * for queries (a webhook finds its delivery by one lookup). Made with the queue (as `redisStores`
+ * makes it), it also answers for mail whose record still rides in its queued job: `get` reads the
+ * job, and a query that can match queued mail (by organisation, status, recipient or time) reads
+ * the jobs not yet taken; lookups by Message-ID or provider id find it once a worker took it.
  */
 export class RedisDeliveryLog implements DeliveryLog {
   /** Puts waiting for their batch to be written. */
@@ -190,13 +213,15 @@ export class RedisDeliveryLog implements DeliveryLog {
   private readonly eventScript = script(EVENT, 2);
 
   /**
-   * @param batch where whole records are written: `redisStores` shares one with the queue, so an
-   * enqueue's job and record go in one transaction; by default, transactions on `redis`.
+   * @param batch where whole records are written: `redisStores` shares one with the queue, so a
+   * job and a record written with it go in one transaction; by default, transactions on `redis`.
+   * @param queue the queue whose jobs carry records (set its `recordLog` to this log).
    */
   constructor(
     private readonly redis: Redis,
     prefix: string,
     batch?: WriteBatch,
+    private readonly queue?: CarriedRecords,
   ) {
     this.head = `${prefix}:log:`;
     this.batch = batch ?? new WriteBatch(async () => redis as unknown as TransactionClient);
@@ -331,18 +356,17 @@ export class RedisDeliveryLog implements DeliveryLog {
     return Number(await this.updateScript(this.redis, keys, args)) === 1;
   }
 
-  async putAttempt(attempt: AttemptRecord): Promise<void> {
-    await this.attemptScript(
-      this.redis,
-      [this.k('a', attempt.deliveryId), this.k('d', attempt.deliveryId)],
-      [
-        attempt.id,
-        JSON.stringify(attempt),
-        attempt.status === 'in-flight' ? '1' : '0',
-        this.k('i', 'st', ''),
-        attempt.deliveryId,
-      ],
-    );
+  async putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): Promise<void> {
+    const inFlight = attempt.status === 'in-flight';
+    const keys = [this.k('a', attempt.deliveryId)];
+    const args = [attempt.id, JSON.stringify(attempt), inFlight ? '1' : '0', this.k('i', 'st', ''), attempt.deliveryId];
+    if (record) {
+      // written as sending when the attempt is in flight, so the record's own step is its only one
+      const e = this.entry(inFlight ? { ...record, id: attempt.deliveryId, status: 'sending' } : record);
+      keys.push(...e.keys, this.k('i', 'all'), this.k('i', 'unknown'));
+      args.push(e.args[1]!, e.args[2]!, e.args[3]!, e.args[5]!, e.args[6]!);
+    } else keys.push(this.k('d', attempt.deliveryId));
+    await this.attemptScript(this.redis, keys, args);
   }
 
   async addEvent(id: string, event: DeliveryEvent): Promise<boolean> {
@@ -361,7 +385,7 @@ export class RedisDeliveryLog implements DeliveryLog {
       .hvals(this.k('a', id))
       .lrange(this.k('e', id), 0, -1)
       .exec()) as [[unknown, Record<string, string>], [unknown, string[]], [unknown, string[]]];
-    const record = fromHash(hash);
+    const record = fromHash(hash) ?? (await this.queue?.carried(id));
     if (!record) return undefined;
     const history = attempts.map((a) => JSON.parse(a) as AttemptRecord).sort((a, b) => a.startedAt - b.startedAt);
     return { ...record, history, events: events.map((e) => JSON.parse(e) as DeliveryEvent) };
@@ -379,6 +403,33 @@ export class RedisDeliveryLog implements DeliveryLog {
 
   async query(q: DeliveryQuery = {}): Promise<DeliveryRecord[]> {
     const want = (q.offset ?? 0) + (q.limit ?? 100);
+    const [logged, carried] = await Promise.all([this.logged(q, want), this.untaken(q)]);
+    if (carried.length === 0) return logged.slice(q.offset ?? 0, want);
+    const seen = new Set(logged.map((r) => r.id));
+    return [...logged, ...carried.filter((r) => !seen.has(r.id))]
+      .sort((a, b) => b.createdAt - a.createdAt)
+      .slice(q.offset ?? 0, want);
+  }
+
+  /**
+   * Queued mail matching the query whose record still rides in its job: reads every job not yet
+   * taken, unless the query cannot match such a record. Lookups by Message-ID or provider id (a
+   * webhook's) never read the queue: a provider reports only on mail a worker took and logged.
+   */
+  private async untaken(q: DeliveryQuery): Promise<DeliveryRecord[]> {
+    if (!this.queue || q.messageId !== undefined || q.providerMessageId !== undefined || q.unknown === true) return [];
+    if (q.status !== undefined && !(Array.isArray(q.status) ? q.status : [q.status]).includes('queued')) return [];
+    const candidates = (await this.queue.untaken()).filter((r) => matchesQuery(r, q));
+    if (candidates.length === 0) return [];
+    // a record the log has (the job was taken, or retried) is the log's to answer
+    const pipe = this.redis.pipeline();
+    for (const r of candidates) pipe.exists(this.k('d', r.id));
+    const there = (await pipe.exec()) ?? [];
+    return candidates.filter((_r, i) => Number(there[i]?.[1]) === 0);
+  }
+
+  /** The first `want` records of the log itself matching the query, newest first. */
+  private async logged(q: DeliveryQuery, want: number): Promise<DeliveryRecord[]> {
     const max = q.until !== undefined ? `(${q.until}` : '+inf';
     const min = q.since !== undefined ? String(q.since) : '-inf';
     const index = this.indexFor(q);
@@ -398,7 +449,7 @@ export class RedisDeliveryLog implements DeliveryLog {
       }
       if (ids.length < page) break;
     }
-    return out.slice(q.offset ?? 0, want);
+    return out;
   }
 
   async prune(policy: RetentionPolicy): Promise<number> {

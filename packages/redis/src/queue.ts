@@ -1,5 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import {
+  type DeliveryLog,
+  type DeliveryRecord,
   decodeMessage,
   type JobOutcome,
   messageToJSON,
@@ -29,6 +31,8 @@ interface JobData {
   runAt: number;
   /** Tells the add that created a job from the adds that found it there (jobs with an idempotency key). */
   token?: string;
+  /** Its delivery record, until a worker writes it to the log (see {@link RedisQueue.recordLog}). */
+  record?: DeliveryRecord;
 }
 
 /** A job's share of a write batch: BullMQ's own add, in the batch's transaction. */
@@ -70,8 +74,14 @@ class JobWrite implements BatchItem {
  */
 export class RedisQueue implements QueueStore {
   readonly queue: Queue;
-  /** Where jobs without a key are written: share it with the log, so each goes with its record. */
+  /** Where jobs without a key are written, a transaction per tick (a log given it writes records there too). */
   readonly batch: WriteBatch;
+  /**
+   * The delivery log that reads this queue's jobs (`redisStores` sets it): with it, an enqueue's
+   * record rides in its job, so the enqueue is one write, and the log finds it there until a
+   * worker takes the job and writes the record with its first attempt.
+   */
+  recordLog: DeliveryLog | undefined;
   private readonly workers = new Set<Worker>();
 
   constructor(private readonly options: ResolvedRedisOptions) {
@@ -105,6 +115,7 @@ export class RedisQueue implements QueueStore {
       ...(key !== undefined ? { token: randomUUID() } : {}),
       ...(job.organisation !== undefined ? { organisation: job.organisation } : {}),
       ...(key !== undefined ? { idempotencyKey: key } : {}),
+      ...(job.record !== undefined ? { record: { ...job.record, id } } : {}),
     };
     const opts: JobsOptions = {
       jobId: id,
@@ -137,7 +148,24 @@ export class RedisQueue implements QueueStore {
       ...(d.organisation !== undefined ? { organisation: d.organisation } : {}),
       ...(d.idempotencyKey !== undefined ? { idempotencyKey: d.idempotencyKey } : {}),
       ...(d.route !== undefined ? { route: d.route } : {}),
+      ...(d.record !== undefined ? { record: d.record } : {}),
     };
+  }
+
+  /** The record a job carries (whether or not the log has it by now). */
+  async carried(id: string): Promise<DeliveryRecord | undefined> {
+    return (await Job.fromId<JobData>(this.queue, id))?.data.record;
+  }
+
+  /**
+   * The records carried by jobs no worker has finished with (waiting, scheduled or being taken):
+   * the log's answer for mail it has no record of yet. Reads every such job.
+   */
+  async untaken(): Promise<DeliveryRecord[]> {
+    const jobs = await this.queue.getJobs(['waiting', 'prioritized', 'delayed', 'active'], 0, -1);
+    const out: DeliveryRecord[] = [];
+    for (const j of jobs) if (j?.data?.record) out.push(j.data.record);
+    return out;
   }
 
   process(handler: (job: QueueJob) => Promise<JobOutcome>, options: ProcessOptions = {}): QueueConsumer {
@@ -155,7 +183,8 @@ export class RedisQueue implements QueueStore {
         }
         if (outcome.status === 'sent') return 'sent';
         if (outcome.status === 'dead') throw new UnrecoverableError(outcome.reason);
-        const { route: _old, ...rest } = bj.data;
+        // the record is in the log by now (a retry writes it): the job need not carry it on
+        const { route: _old, record: _record, ...rest } = bj.data;
         await bj.updateData({
           ...rest,
           attempts: outcome.attempts,

@@ -36,9 +36,12 @@ export function redisStores(options: RedisStoreOptions = {}): RedisStores {
   const redis = new Redis({ ...resolved.connection, enableAutoPipelining: true, lazyConnect: false });
   redis.on('error', () => {});
   const queue = new RedisQueue(resolved);
+  const log = new RedisDeliveryLog(redis, resolved.prefix, queue.batch, queue);
+  // the log reads the queue's jobs, so an enqueue's record rides in its job
+  queue.recordLog = log;
   return {
     queue,
-    log: new RedisDeliveryLog(redis, resolved.prefix, queue.batch),
+    log,
     suppression: new RedisSuppressionList(redis, resolved.prefix),
     state: new RedisRouteState(redis, resolved.prefix),
     redis,

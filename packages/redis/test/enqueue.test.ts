@@ -63,4 +63,54 @@ describe('enqueue on Redis', () => {
       await sink.close();
     }
   });
+
+  it('an enqueue writes its job alone: the record rides in it until a worker takes the job, then the log holds it', async () => {
+    const sink = await startSmtpSink({ starttls: false });
+    const stores = freshStores();
+    const mailer = createMailer({
+      ...stores,
+      organisations: () => [{ type: 'smtp', host: '127.0.0.1', port: sink.port, name: 'relay' }],
+    });
+    const recordKey = (id: string) => `${stores.prefix}:log:d:${id}`;
+    try {
+      const before = await stores.redis.dbsize();
+      const queued = await Promise.all(
+        [1, 2, 3].map((i) =>
+          mailer.enqueue(
+            { from: 'school@example.org', to: `parent${i}@example.org`, subject: `report ${i}`, text: 'hi' },
+            { organisation: 'school', ...(i === 3 ? { idempotencyKey: 'report:3' } : {}) },
+          ),
+        ),
+      );
+      for (const q of queued) expect(await stores.redis.exists(recordKey(q.id))).toBe(0);
+      // nothing of the log's: no record, no index
+      expect(await stores.redis.keys(`${stores.prefix}:log:*`)).toEqual([]);
+      expect(await stores.redis.dbsize()).toBeGreaterThan(before);
+      expect((await stores.log.query({ organisation: 'school', status: 'queued' })).map((r) => r.id).sort()).toEqual(
+        queued.map((q) => q.id).sort(),
+      );
+      mailer.startWorker({ concurrency: 4 });
+      await sink.waitFor(3);
+      const deadline = Date.now() + 10_000;
+      const sent = async () =>
+        (await Promise.all(queued.map((q) => stores.log.get(q.id)))).every((r) => r?.status === 'sent');
+      while (!(await sent()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const q of queued) expect(await stores.redis.exists(recordKey(q.id))).toBe(1);
+      const records = await stores.log.query({ organisation: 'school' });
+      expect(records.map((r) => [r.status, r.subject]).sort()).toEqual([
+        ['sent', 'report 1'],
+        ['sent', 'report 2'],
+        ['sent', 'report 3'],
+      ]);
+      expect(sink.received.flatMap((m) => m.to).sort()).toEqual([
+        'parent1@example.org',
+        'parent2@example.org',
+        'parent3@example.org',
+      ]);
+    } finally {
+      await mailer.close();
+      await stores.close();
+      await sink.close();
+    }
+  });
 });

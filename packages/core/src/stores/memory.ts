@@ -245,7 +245,8 @@ export class MemoryDeliveryLog implements DeliveryLog {
     this.records.set(id, next);
     return true;
   }
-  putAttempt(attempt: AttemptRecord): void {
+  putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): void {
+    if (record && !this.records.has(attempt.deliveryId)) this.put(record);
     let list = this.attempts.get(attempt.deliveryId);
     if (!list) {
       list = new Map();

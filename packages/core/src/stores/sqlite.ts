@@ -487,8 +487,10 @@ export class SqliteDeliveryLog implements DeliveryLog {
     });
   }
 
-  putAttempt(attempt: AttemptRecord): Promise<void> {
+  putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): Promise<void> {
     return this.database.write(() => {
+      if (record && !this.database.sql('SELECT 1 FROM mailvia_deliveries WHERE id = ?').get(attempt.deliveryId))
+        this.writeWhole(record);
       this.database
         .sql(
           `INSERT INTO mailvia_attempts (id, delivery_id, started_at, data) VALUES (?, ?, ?, ?)

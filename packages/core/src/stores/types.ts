@@ -44,6 +44,12 @@ export interface QueueJob {
    * 1 means no consumer had it before, so no earlier attempt can be in flight.
    */
   taken?: number;
+  /**
+   * The delivery record the job carries, in a queue that keeps records with its jobs
+   * ({@link QueueStore.recordLog}): the log may not hold it yet (the worker writes it there with
+   * its first attempt).
+   */
+  record?: DeliveryRecord;
 }
 
 /** What to enqueue: a job before any attempt. */
@@ -54,6 +60,8 @@ export interface NewQueueJob {
   message: PreparedMessage;
   /** Epoch ms from which it may be taken. @default now */
   runAt?: number;
+  /** Its delivery record, kept with the job: given only to a queue with a {@link QueueStore.recordLog}. */
+  record?: DeliveryRecord;
 }
 
 /** The result of {@link QueueStore.add}. */
@@ -112,6 +120,16 @@ export interface QueueConsumer {
  * attempt in the {@link DeliveryLog} and treats its outcome as unknown).
  */
 export interface QueueStore {
+  /**
+   * Optional: a delivery log that reads this queue. With that log, `mailer.enqueue` writes one
+   * thing: the job, carrying its delivery record ({@link NewQueueJob.record}); the log answers
+   * `get` and `query` for jobs not yet taken from the queue, and a worker writes the record to the
+   * log with the job's first attempt ({@link DeliveryLog.putAttempt}). Such a log may leave mail
+   * no worker took yet out of lookups by Message-ID or provider id (a provider reports only on
+   * mail it was sent). Stores that write a job and its record together anyway (SQLite, memory)
+   * leave it unset.
+   */
+  readonly recordLog?: DeliveryLog;
   /** Adds a job durably; with an idempotency key already used in that organisation, adds nothing. */
   add(job: NewQueueJob): Promise<QueueAddResult>;
   /**
@@ -315,9 +333,11 @@ export interface DeliveryLog {
   update(id: string, patch: Partial<Omit<DeliveryRecord, 'id'>>): MaybePromise<boolean>;
   /**
    * Creates or replaces an attempt (by id). An `in-flight` attempt also marks its delivery
-   * `sending` (in the same step), so starting an attempt is one write.
+   * `sending` (in the same step), so starting an attempt is one write. With `record` (the record
+   * a queued job carried: {@link QueueStore.recordLog}), a delivery the log has no record of yet
+   * gets that record first, in the same step; one it has is left as it is.
    */
-  putAttempt(attempt: AttemptRecord): MaybePromise<void>;
+  putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): MaybePromise<void>;
   /**
    * Optional: a send's outcome in one step — writes its ending attempts as `putAttempt` does (even
    * when there is no record) and changes the record as `update` does; false when there is no

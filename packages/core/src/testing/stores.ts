@@ -301,6 +301,51 @@ export function storeConformance(options: StoreConformanceOptions): void {
       }
     });
 
+    it('log: an attempt given the record its queued job carried writes that record (sending) when the log has none, and leaves one it has', async () => {
+      const { log } = await open();
+      const t0 = Date.now() - 5_000;
+      const carried: DeliveryRecord = {
+        id: 'c1',
+        organisation: 'org-c',
+        messageId: '<c1@example.org>',
+        via: 'queue',
+        status: 'queued',
+        from: 'sender@example.org',
+        recipients: ['ada@example.org'],
+        subject: 'carried',
+        tags: ['report'],
+        attempts: 0,
+        unknown: false,
+        createdAt: t0,
+        updatedAt: t0,
+      };
+      await log.putAttempt(
+        { id: 'ca1', deliveryId: 'c1', route: 'smtp(a)', status: 'in-flight', startedAt: t0 + 5 },
+        carried,
+      );
+      const c1 = await log.get('c1');
+      expect(c1).toMatchObject({ ...carried, status: 'sending' });
+      expect(c1?.history.map((a) => [a.id, a.status])).toEqual([['ca1', 'in-flight']]);
+      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await log.query(q)).map((r) => r.id);
+      expect(await ids({ status: 'sending' })).toEqual(['c1']);
+      expect(await ids({ status: 'queued' })).toEqual([]);
+      expect(await ids({ organisation: 'org-c' })).toEqual(['c1']);
+      expect(await ids({ recipient: 'ADA@example.org' })).toEqual(['c1']);
+      expect(await ids({ messageId: '<c1@example.org>' })).toEqual(['c1']);
+      expect(await ids({ since: t0, until: t0 + 1 })).toEqual(['c1']);
+      // a record the log has is left as it is
+      expect(await log.update('c1', { status: 'sent', updatedAt: t0 + 10 })).toBe(true);
+      await log.putAttempt(
+        { id: 'ca2', deliveryId: 'c1', route: 'smtp(b)', status: 'failed', startedAt: t0 + 20, endedAt: t0 + 21 },
+        { ...carried, subject: 'replaced?' },
+      );
+      const again = await log.get('c1');
+      expect(again).toMatchObject({ status: 'sent', subject: 'carried', updatedAt: t0 + 10 });
+      expect(again?.history.map((a) => a.id)).toEqual(['ca1', 'ca2']);
+      expect(await ids({ status: 'sent' })).toEqual(['c1']);
+      expect(await ids({ status: 'sending' })).toEqual([]);
+    });
+
     it('log: finds deliveries by Message-ID and provider id, and keeps provider events beside the record', async () => {
       const { log } = await open();
       const t0 = Date.now() - 5_000;
@@ -511,6 +556,83 @@ export function storeConformance(options: StoreConformanceOptions): void {
         );
         expect(retried.filter((r) => !r.duplicate)).toHaveLength(1);
         expect(sink.received).toHaveLength(3);
+      } finally {
+        await mailer.close();
+        await sink.close();
+      }
+    });
+
+    it('mailer: queued mail is in the log before a worker takes it (scheduled mail too), by id and by organisation, status, recipient and time, and once after it is sent', async () => {
+      const stores = await open();
+      const sink = await startSmtpSink();
+      const mailer = createMailer({
+        queue: stores.queue,
+        log: stores.log,
+        state: stores.state,
+        suppression: stores.suppression,
+        organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
+      });
+      const pause = () => new Promise((r) => setTimeout(r, 3));
+      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await stores.log.query(q)).map((r) => r.id);
+      try {
+        const t0 = Date.now();
+        const from = 'school@example.org';
+        const a = await mailer.enqueue(
+          { from, to: 'Parent1@example.org', subject: 'Now', text: 'a' },
+          { organisation: 'school-a' },
+        );
+        await pause();
+        const keyed = { from, to: 'parent2@example.org', subject: 'Keyed', text: 'b' };
+        const b = await mailer.enqueue(keyed, { organisation: 'school-a', idempotencyKey: 'report:2' });
+        await pause();
+        const c = await mailer.enqueue(
+          { from, to: 'parent3@example.org', subject: 'Later', text: 'c' },
+          { organisation: 'school-b', delay: 3_600_000 },
+        );
+        expect(await mailer.enqueue(keyed, { organisation: 'school-a', idempotencyKey: 'report:2' })).toEqual({
+          id: b.id,
+          duplicate: true,
+          messageId: b.messageId,
+        });
+        expect(await stores.log.get(a.id)).toMatchObject({
+          id: a.id,
+          status: 'queued',
+          via: 'queue',
+          organisation: 'school-a',
+          recipients: ['parent1@example.org'],
+          subject: 'Now',
+          messageId: a.messageId,
+          attempts: 0,
+          history: [],
+        });
+        expect(await stores.log.get(b.id)).toMatchObject({ status: 'queued', idempotencyKey: 'report:2' });
+        expect(await ids({ organisation: 'school-a' })).toEqual([b.id, a.id]);
+        expect(await ids({ organisation: 'school-b' })).toEqual([c.id]);
+        expect(await ids({ status: 'queued' })).toEqual([c.id, b.id, a.id]);
+        expect(await ids({ status: ['queued', 'sent'], recipient: 'PARENT2@example.org' })).toEqual([b.id]);
+        expect(await ids({ since: t0, limit: 2 })).toEqual([c.id, b.id]);
+        expect(await ids({ offset: 2 })).toEqual([a.id]);
+        expect(await ids({ status: 'sent' })).toEqual([]);
+
+        mailer.startWorker({ pollInterval: 20 });
+        await until(
+          async () =>
+            (await stores.log.get(a.id))?.status === 'sent' && (await stores.log.get(b.id))?.status === 'sent',
+        );
+        expect(await ids({ organisation: 'school-a' })).toEqual([b.id, a.id]);
+        expect(await ids({ status: 'sent' })).toEqual([b.id, a.id]);
+        expect(await ids({ status: 'queued' })).toEqual([c.id]);
+        expect(await ids({})).toEqual([c.id, b.id, a.id]);
+        const sent = (await stores.log.get(a.id))!;
+        expect(sent).toMatchObject({
+          status: 'sent',
+          route: 'sink',
+          attempts: 1,
+          subject: 'Now',
+          createdAt: expect.any(Number),
+        });
+        expect(sent.history.map((x) => [x.status, x.route])).toEqual([['ok', 'sink']]);
+        expect(sink.received.map((m) => m.parsed.subject).sort()).toEqual(['Keyed', 'Now']);
       } finally {
         await mailer.close();
         await sink.close();
