@@ -1,4 +1,4 @@
-/** An ioredis MULTI, as far as a batch uses it. */
+/** An ioredis MULTI or pipeline, as far as a batch uses it. */
 interface Multi {
   exec(): Promise<[Error | null, unknown][] | null>;
   /** How many commands are queued. */
@@ -11,6 +11,7 @@ interface Multi {
  */
 export interface TransactionClient {
   multi(): Multi;
+  pipeline(): Multi;
   defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
 }
 
@@ -18,7 +19,7 @@ export interface TransactionClient {
 export interface Transaction {
   /** Queues a script defined with {@link WriteBatch.define}: key count, keys, then arguments. */
   run(command: string, keys: number, ...args: (string | number)[]): void;
-  /** The MULTI itself, for writers that queue their own commands (BullMQ's `Job.addJob`). */
+  /** The MULTI (or pipeline) itself, for writers that queue their own commands (BullMQ's `Job.addJob`). */
   readonly multi: Multi;
 }
 
@@ -33,15 +34,18 @@ export interface BatchItem {
 }
 
 /**
- * The writes of one tick, in one MULTI: each enqueue's BullMQ job with its delivery record, so
- * neither is ever stored without the other, and many writes cost one round trip. A full batch
- * goes at once (Redis works on it while this process prepares the next); the rest at the end of
- * the tick. Scripts run with EVALSHA (ioredis sends the script itself once per connection).
+ * The writes of one tick, in one round trip: a MULTI when it holds an item that follows another
+ * (a delivery record written with its enqueue's BullMQ job, so neither is ever stored without the
+ * other), else a pipeline (jobs alone, each atomic by itself). A full batch goes at once (Redis
+ * works on it while this process prepares the next); the rest at the end of the tick. Scripts run
+ * with EVALSHA (ioredis sends the script itself once per connection).
  */
 export class WriteBatch {
   private items: BatchItem[] = [];
   /** Leading items in {@link items}: a batch holds up to `limit` of them. */
   private leading = 0;
+  /** Following items in {@link items}: with none, the batch needs no transaction. */
+  private following = 0;
   private client: TransactionClient | undefined;
   private readonly scripts = new Map<string, string>();
 
@@ -63,16 +67,20 @@ export class WriteBatch {
   push(item: BatchItem, leads: boolean): void {
     if (leads && this.leading >= this.limit) this.flush();
     if (leads) this.leading++;
+    else this.following++;
     if (this.items.push(item) === 1) process.nextTick(() => this.flush());
   }
 
   private flush(): void {
     if (this.items.length === 0) return;
     const items = this.items;
+    // a job alone is atomic by itself: a batch of jobs only is a pipeline, cheaper than a MULTI
+    const atomic = this.following > 0;
     this.items = [];
     this.leading = 0;
+    this.following = 0;
     if (this.client) {
-      this.run(this.client, items);
+      this.run(this.client, items, atomic);
       return;
     }
     this.connect().then(
@@ -81,7 +89,7 @@ export class WriteBatch {
           for (const [command, lua] of this.scripts) client.defineCommand(command, { lua });
           this.client = client;
         }
-        this.run(client, items);
+        this.run(client, items, atomic);
       },
       (e: unknown) => {
         for (const item of items) item.fail(e);
@@ -89,11 +97,11 @@ export class WriteBatch {
     );
   }
 
-  private run(client: TransactionClient, items: BatchItem[]): void {
+  private run(client: TransactionClient, items: BatchItem[], atomic: boolean): void {
     const ends: number[] = [];
     let multi: Multi;
     try {
-      multi = client.multi();
+      multi = atomic ? client.multi() : client.pipeline();
       const tx: Transaction = {
         multi,
         run(command, keys, ...args) {
