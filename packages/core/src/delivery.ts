@@ -3,6 +3,7 @@ import { type Attempt, DeliveryError, MailError, RouteConfigError } from './erro
 import type { PreparedMessage } from './message.js';
 import type { RouteStateStore } from './route-state.js';
 import type { Receipt, SendObserver, Transport } from './spec.js';
+import { withPatch } from './stores/memory.js';
 import type {
   AttemptRecord,
   DeliveryDetails,
@@ -637,12 +638,12 @@ export class DeliveryEngine {
   private async patch(job: QueueJob, patch: Partial<DeliveryRecord>): Promise<void> {
     const log = this.stores.log;
     if (!log || (await log.update(job.id, patch))) return;
-    const record: Record<string, unknown> = {
-      ...(job.record ?? this.newRecord(job.id, job.message, 'queue', job.organisation, job.idempotencyKey)),
-      ...patch,
-    };
-    for (const [k, v] of Object.entries(record)) if (v === undefined) delete record[k];
-    await log.put(record as unknown as DeliveryRecord);
+    await log.put(
+      withPatch(
+        job.record ?? this.newRecord(job.id, job.message, 'queue', job.organisation, job.idempotencyKey),
+        patch,
+      ),
+    );
   }
 
   private backoff(attempts: number, floor = 0): number {
@@ -738,6 +739,12 @@ export class DeliveryEngine {
         observer: t.observer,
       });
       const patch = this.sentPatch(receipt, attempts + 1, unknown);
+      const queue = this.stores.queue;
+      if (log && queue?.writesOutcomes && queue.recordLog === log) {
+        // the queue writes the outcome, durably with the job's completion
+        await t.settle();
+        return { status: 'sent', outcome: { attempts: t.endings(receipt), patch } };
+      }
       // a record missing (a crash between the queue and the log) is written whole
       if (!(await t.sent(receipt, patch))) await this.patch(job, patch);
       return { status: 'sent' };

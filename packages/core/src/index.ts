@@ -112,6 +112,7 @@ export {
   MemorySuppressionList,
   matchesQuery,
   memoryStores,
+  withPatch,
 } from './stores/memory.js';
 export {
   SqliteDatabase,
@@ -144,6 +145,7 @@ export type {
   QueueJobState,
   QueueStore,
   RetentionPolicy,
+  SentOutcome,
   SuppressionEntry,
   SuppressionList,
   SuppressionSource,

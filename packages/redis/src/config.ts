@@ -21,6 +21,12 @@ export interface RedisStoreOptions {
   idempotencyWindow?: number;
   /** How long a dead job (and its message) is kept for `resend` (ms). @default 30 days */
   deadRetention?: number;
+  /**
+   * How long a worker gathers the outcomes of sent mail before writing them to the delivery log
+   * in one call (ms). Each outcome is already stored with its job's completion; a worker that
+   * dies before writing them has them written by the next worker to start. @default 20
+   */
+  outcomeDelay?: number;
 }
 
 /** The options with defaults filled in. */
@@ -30,6 +36,7 @@ export interface ResolvedRedisOptions {
   queueName: string;
   idempotencyWindow: number;
   deadRetention: number;
+  outcomeDelay: number;
 }
 
 /** Fills defaults and turns a URL into ioredis options (the password never appears in an error). */
@@ -62,11 +69,15 @@ export function resolveOptions(options: RedisStoreOptions = {}): ResolvedRedisOp
   const queueName = options.queueName ?? 'mail';
   if (!/^[A-Za-z0-9_-]+$/.test(queueName))
     throw new RouteConfigError('queueName', 'may hold letters, digits, - and _ only');
+  const outcomeDelay = options.outcomeDelay ?? 20;
+  if (!Number.isFinite(outcomeDelay) || outcomeDelay < 0)
+    throw new RouteConfigError('outcomeDelay', `must be a number of ms, 0 or more (got ${outcomeDelay})`);
   return {
     connection,
     prefix,
     queueName,
     idempotencyWindow: options.idempotencyWindow ?? 86_400_000,
     deadRetention: options.deadRetention ?? 30 * 86_400_000,
+    outcomeDelay,
   };
 }

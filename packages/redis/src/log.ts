@@ -8,6 +8,7 @@ import {
   MAX_DELIVERY_EVENTS,
   matchesQuery,
   type RetentionPolicy,
+  type SentOutcome,
 } from '@mailvia/core';
 import type { Redis } from 'ioredis';
 import { type BatchItem, type TransactionClient, WriteBatch } from './batch.js';
@@ -71,6 +72,16 @@ end
 redis.call('SET', claim, ARGV[2])
 ${PUT_MANY}`;
 
+/** An outcome waiting for its write: its keys and arguments in UPDATE_MANY, and the record to write without one. */
+interface PendingOutcome {
+  keys: string[];
+  args: string[];
+  whole?: () => DeliveryRecord;
+}
+
+/** At most this many outcomes wait for one write. */
+const OUTCOME_BATCH = 200;
+
 /** The name the batched put is defined under on the batch's client. */
 const PUTS_COMMAND = 'mailviaLogPuts';
 
@@ -85,44 +96,59 @@ interface PendingPut {
   reject: (e: unknown) => void;
 }
 
-// Changes a record; with a send's outcome, writes its ending attempts first (even without a record).
-// KEYS: record, unknown index, attempts hash[, provider id index to add the delivery to]
-// ARGV: status index prefix, id, new status or '', unknown '1'/'0'/'', n, m, n field/value pairs,
-// m fields removed, then attempt id/JSON pairs. A removed field is deleted from the changes; one
-// the record as written holds is masked ('').
-const UPDATE = `
-local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
-local rest = 7 + 2 * n + m
-if #ARGV >= rest then redis.call('HSET', KEYS[3], unpack(ARGV, rest)) end
-local h = redis.call('HMGET', KEYS[1], '_score', '_status', '_u', '_r')
-local score, old, unk, base = h[1], h[2], h[3], h[4]
-if not score then return 0 end
-local set = {}
-if ARGV[3] ~= '' and old ~= ARGV[3] then
-  if old then redis.call('ZREM', ARGV[1] .. old, ARGV[2]) end
-  redis.call('ZADD', ARGV[1] .. ARGV[3], score, ARGV[2])
-  set[#set + 1] = '_status'
-  set[#set + 1] = ARGV[3]
-end
-if ARGV[4] ~= '' and ARGV[4] ~= unk then
-  if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], score, ARGV[2]) else redis.call('ZREM', KEYS[2], ARGV[2]) end
-  set[#set + 1] = '_u'
-  set[#set + 1] = ARGV[4]
-end
-if KEYS[4] then redis.call('ZADD', KEYS[4], score, ARGV[2]) end
-for i = 7, 6 + 2 * n do set[#set + 1] = ARGV[i] end
-local del = {}
-for i = 7 + 2 * n, rest - 1 do
-  if base and string.find(base, '"' .. ARGV[i] .. '":', 1, true) then
-    set[#set + 1] = ARGV[i]
-    set[#set + 1] = ''
+// Changes records; with a send's outcome, writes its ending attempts first (even without a record).
+// Answers the ids that have no record. KEYS: unknown index, then per change: record, attempts hash[,
+// provider id index to add the delivery to]. ARGV: status index prefix, then per change: id, its key
+// count (2 or 3), new status or '', unknown '1'/'0'/'', n, m, n field/value pairs, m fields removed,
+// k, k attempt id/JSON pairs. A removed field is deleted from the changes; one the record as written
+// holds is masked ('').
+const UPDATE_MANY = `
+local st = ARGV[1]
+local missing = {}
+local a, k = 2, 2
+while a <= #ARGV do
+  local id, nk, status, unk = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  local n, m = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local rec = KEYS[k]
+  local fields, removed = a + 6, a + 6 + 2 * n
+  local c = removed + m
+  local na = tonumber(ARGV[c])
+  if na > 0 then redis.call('HSET', KEYS[k + 1], unpack(ARGV, c + 1, c + 2 * na)) end
+  local h = redis.call('HMGET', rec, '_score', '_status', '_u', '_r')
+  local score, old, u, base = h[1], h[2], h[3], h[4]
+  if not score then
+    missing[#missing + 1] = id
   else
-    del[#del + 1] = ARGV[i]
+    local set = {}
+    if status ~= '' and old ~= status then
+      if old then redis.call('ZREM', st .. old, id) end
+      redis.call('ZADD', st .. status, score, id)
+      set[#set + 1] = '_status'
+      set[#set + 1] = status
+    end
+    if unk ~= '' and unk ~= u then
+      if unk == '1' then redis.call('ZADD', KEYS[1], score, id) else redis.call('ZREM', KEYS[1], id) end
+      set[#set + 1] = '_u'
+      set[#set + 1] = unk
+    end
+    if nk == 3 then redis.call('ZADD', KEYS[k + 2], score, id) end
+    for i = fields, removed - 1 do set[#set + 1] = ARGV[i] end
+    local del = {}
+    for i = removed, c - 1 do
+      if base and string.find(base, '"' .. ARGV[i] .. '":', 1, true) then
+        set[#set + 1] = ARGV[i]
+        set[#set + 1] = ''
+      else
+        del[#del + 1] = ARGV[i]
+      end
+    end
+    if #del > 0 then redis.call('HDEL', rec, unpack(del)) end
+    if #set > 0 then redis.call('HSET', rec, unpack(set)) end
   end
+  a = c + 1 + 2 * na
+  k = k + nk
 end
-if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
-if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-return 1`;
+return missing`;
 
 // Writes an attempt; with a record (one a queued job carried), writes that first when there is none.
 // KEYS: attempts hash, record[, then the record's org, recipient, Message-ID[, provider id] indexes, all, unknown]
@@ -208,7 +234,12 @@ export class RedisDeliveryLog implements DeliveryLog {
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     1,
   );
-  private readonly updateScript = script(UPDATE, 3);
+  private readonly updateScript = script(UPDATE_MANY, 1);
+  /** Outcomes {@link finishLater} holds for the next write. */
+  private outcomes: PendingOutcome[] = [];
+  private outcomeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The outcome writes under way. */
+  private outcomeWrites: Promise<void> = Promise.resolve();
   private readonly attemptScript = script(ATTEMPT, 2);
   private readonly eventScript = script(EVENT, 2);
 
@@ -216,12 +247,14 @@ export class RedisDeliveryLog implements DeliveryLog {
    * @param batch where whole records are written: `redisStores` shares one with the queue, so a
    * job and a record written with it go in one transaction; by default, transactions on `redis`.
    * @param queue the queue whose jobs carry records (set its `recordLog` to this log).
+   * @param outcomeDelay how long {@link finishLater} gathers outcomes before writing them (ms).
    */
   constructor(
     private readonly redis: Redis,
     prefix: string,
     batch?: WriteBatch,
     private readonly queue?: CarriedRecords,
+    private readonly outcomeDelay = 20,
   ) {
     this.head = `${prefix}:log:`;
     this.batch = batch ?? new WriteBatch(async () => redis as unknown as TransactionClient);
@@ -334,26 +367,94 @@ export class RedisDeliveryLog implements DeliveryLog {
     attempts: readonly AttemptRecord[],
     patch: Partial<Omit<DeliveryRecord, 'id'>>,
   ): Promise<boolean> {
+    const c = this.change(id, attempts, patch);
+    const missing = await this.updateScript(
+      this.redis,
+      [this.k('i', 'unknown'), ...c.keys],
+      [this.k('i', 'st', ''), ...c.args],
+    );
+    return (missing as string[]).length === 0;
+  }
+
+  /** A change's keys and arguments in UPDATE_MANY (after the shared ones). */
+  private change(
+    id: string,
+    attempts: readonly AttemptRecord[],
+    patch: Partial<Omit<DeliveryRecord, 'id'>>,
+  ): { keys: string[]; args: string[] } {
     const set = fields(patch);
     const removed: string[] = [];
     for (const [k, v] of Object.entries(patch)) if (v === undefined) removed.push(k);
-    const keys = [this.k('d', id), this.k('i', 'unknown'), this.k('a', id)];
+    const keys = [this.k('d', id), this.k('a', id)];
     if (patch.providerMessageId !== undefined) keys.push(this.k('i', 'pid', patch.providerMessageId));
-    const args: (string | number)[] = [
-      this.k('i', 'st', ''),
+    const args = [
       id,
+      String(keys.length),
       patch.status ?? '',
       patch.unknown === undefined ? '' : patch.unknown ? '1' : '0',
-      set.length / 2,
-      removed.length,
+      String(set.length / 2),
+      String(removed.length),
       ...set,
       ...removed,
+      String(attempts.length),
     ];
     for (const a of attempts) {
       if (a.deliveryId !== id) throw new Error(`attempt ${a.id} is of delivery ${a.deliveryId}, not ${id}`);
       args.push(a.id, JSON.stringify(a));
     }
-    return Number(await this.updateScript(this.redis, keys, args)) === 1;
+    return { keys, args };
+  }
+
+  /**
+   * Writes a sent job's outcome as {@link finish} does, within `outcomeDelay` ms, in one script
+   * call with the other outcomes of that time (for a queue that keeps the outcome with the job's
+   * completion meanwhile). A delivery without a record gets the record `whole` gives (when
+   * given). A write that fails is tried again a second later.
+   */
+  finishLater(id: string, outcome: SentOutcome, whole?: () => DeliveryRecord): void {
+    this.outcomes.push({ ...this.change(id, outcome.attempts, outcome.patch), ...(whole ? { whole } : {}) });
+    if (this.outcomes.length >= OUTCOME_BATCH) void this.flushOutcomes();
+    else if (!this.outcomeTimer) {
+      this.outcomeTimer = setTimeout(() => void this.flushOutcomes(), this.outcomeDelay);
+      this.outcomeTimer.unref?.();
+    }
+  }
+
+  /** Writes the outcomes {@link finishLater} holds now; resolves once they (and any being written) are in Redis. */
+  async flushOutcomes(): Promise<void> {
+    if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
+    this.outcomeTimer = undefined;
+    const items = this.outcomes.splice(0);
+    const before = this.outcomeWrites;
+    if (items.length === 0) return before;
+    const write = this.writeOutcomes(items).catch((e: unknown) => {
+      // Redis is away: they wait for the next try (the queue keeps them with the jobs meanwhile)
+      this.outcomes.unshift(...items);
+      if (!this.outcomeTimer) {
+        this.outcomeTimer = setTimeout(() => void this.flushOutcomes(), 1_000);
+        this.outcomeTimer.unref?.();
+      }
+      throw e;
+    });
+    this.outcomeWrites = Promise.all([before, write.catch(() => {})]).then(() => {});
+    await write;
+  }
+
+  private async writeOutcomes(items: PendingOutcome[]): Promise<void> {
+    const keys = [this.k('i', 'unknown')];
+    const args = [this.k('i', 'st', '')];
+    for (const o of items) {
+      keys.push(...o.keys);
+      args.push(...o.args);
+    }
+    const missing = new Set((await this.updateScript(this.redis, keys, args)) as string[]);
+    if (missing.size === 0) return;
+    await Promise.all(items.filter((o) => o.whole && missing.has(o.args[0]!)).map((o) => this.put(o.whole!())));
+  }
+
+  /** The deliveries the log says are being sent (an attempt in flight, or an outcome not yet written). */
+  async sending(): Promise<string[]> {
+    return this.redis.zrange(this.k('i', 'st', 'sending'), '0', '-1');
   }
 
   async putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): Promise<void> {

@@ -1,6 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
 import {
-  type DeliveryLog,
   type DeliveryRecord,
   decodeMessage,
   type JobOutcome,
@@ -14,10 +13,13 @@ import {
   type QueueJobInfo,
   type QueueJobState,
   type QueueStore,
+  type SentOutcome,
+  withPatch,
 } from '@mailvia/core';
 import { type ConnectionOptions, DelayedError, Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { type BatchItem, type Transaction, type TransactionClient, WriteBatch } from './batch.js';
 import type { ResolvedRedisOptions } from './config.js';
+import type { RedisDeliveryLog } from './log.js';
 
 /** What a BullMQ job of the mail queue carries. */
 interface JobData {
@@ -81,8 +83,18 @@ export class RedisQueue implements QueueStore {
    * record rides in its job, so the enqueue is one write, and the log finds it there until a
    * worker takes the job and writes the record with its first attempt.
    */
-  recordLog: DeliveryLog | undefined;
+  recordLog: RedisDeliveryLog | undefined;
   private readonly workers = new Set<Worker>();
+  private repairing: Promise<number> | undefined;
+
+  /**
+   * With its log: a sent job's outcome is the job's BullMQ return value, stored by BullMQ's
+   * completion itself, and reaches the log a moment later with the others of that time
+   * (`outcomeDelay`); a worker that dies in between has it written by the next worker to start.
+   */
+  get writesOutcomes(): boolean {
+    return this.recordLog !== undefined;
+  }
 
   constructor(private readonly options: ResolvedRedisOptions) {
     this.queue = new Queue(options.queueName, {
@@ -181,7 +193,15 @@ export class RedisQueue implements QueueStore {
           await bj.moveToDelayed(Date.now() + lease, token);
           throw new DelayedError();
         }
-        if (outcome.status === 'sent') return 'sent';
+        if (outcome.status === 'sent') {
+          if (!outcome.outcome || !this.recordLog) return 'sent';
+          // a record missing (a crash between the queue and the log) is written whole
+          const record = bj.data.record;
+          const { patch } = outcome.outcome;
+          this.recordLog.finishLater(String(bj.id), outcome.outcome, record && (() => withPatch(record, patch)));
+          // BullMQ stores it with the completion: the log's copy is repaired from it after a crash
+          return outcome.outcome;
+        }
         if (outcome.status === 'dead') throw new UnrecoverableError(outcome.reason);
         // the record is in the log by now (a retry writes it): the job need not carry it on
         const { route: _old, record: _record, ...rest } = bj.data;
@@ -205,12 +225,49 @@ export class RedisQueue implements QueueStore {
     );
     worker.on('error', () => {});
     this.workers.add(worker);
+    // outcomes a worker that died could not write: now, and every lease while this one runs
+    const repair = () => void this.repairOutcomes().catch(() => {});
+    repair();
+    const timer = setInterval(repair, lease);
+    timer.unref?.();
     return {
       stop: async () => {
+        clearInterval(timer);
         this.workers.delete(worker);
         await worker.close();
+        await this.recordLog?.flushOutcomes();
       },
     };
+  }
+
+  /**
+   * Writes to the log the outcomes of jobs that completed while the log still says they are being
+   * sent (their worker died before its batch of outcomes reached the log): read from the jobs'
+   * return values. Resolves with how many it wrote.
+   */
+  repairOutcomes(): Promise<number> {
+    this.repairing ??= this.repair().finally(() => {
+      this.repairing = undefined;
+    });
+    return this.repairing;
+  }
+
+  private async repair(): Promise<number> {
+    const log = this.recordLog;
+    if (!log) return 0;
+    const ids = await log.sending();
+    if (ids.length === 0) return 0;
+    let written = 0;
+    await Promise.all(
+      ids.map(async (id) => {
+        const bj = await Job.fromId<JobData>(this.queue, id);
+        const outcome = bj?.finishedOn ? (bj.returnvalue as SentOutcome | null | undefined) : undefined;
+        if (!outcome || !Array.isArray(outcome.attempts) || typeof outcome.patch !== 'object') return;
+        await log.finish(id, outcome.attempts, outcome.patch);
+        written++;
+      }),
+    );
+    return written;
   }
 
   async get(id: string): Promise<QueueJobInfo | undefined> {
@@ -255,6 +312,8 @@ export class RedisQueue implements QueueStore {
   async close(): Promise<void> {
     await Promise.all([...this.workers].map((w) => w.close()));
     this.workers.clear();
+    await this.recordLog?.flushOutcomes().catch(() => {});
+    await this.repairing?.catch(() => 0);
     await this.queue.close();
   }
 }

@@ -36,8 +36,9 @@ export function redisStores(options: RedisStoreOptions = {}): RedisStores {
   const redis = new Redis({ ...resolved.connection, enableAutoPipelining: true, lazyConnect: false });
   redis.on('error', () => {});
   const queue = new RedisQueue(resolved);
-  const log = new RedisDeliveryLog(redis, resolved.prefix, queue.batch, queue);
-  // the log reads the queue's jobs, so an enqueue's record rides in its job
+  const log = new RedisDeliveryLog(redis, resolved.prefix, queue.batch, queue, resolved.outcomeDelay);
+  // the log reads the queue's jobs, so an enqueue's record rides in its job, and the queue
+  // writes sent outcomes to the log
   queue.recordLog = log;
   return {
     queue,

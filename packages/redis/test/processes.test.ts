@@ -4,6 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createMailer, type RouteSpec } from '@mailvia/core';
 import { type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { redisStores } from '../src/index.js';
 import { freshStores, REDIS_URL, requireRedis } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -158,6 +159,83 @@ describe('two worker processes sharing one Redis queue, route state and quota', 
       await stores.close();
     }
   }, 120_000);
+});
+
+describe('a worker process killed (kill -9) after sending, before its outcomes reached the log', () => {
+  it('has them written from the queue by the next worker; nothing is sent again', async () => {
+    const sink = await startSmtpSink({ starttls: false });
+    sinks.push(sink);
+    const stores = freshStores();
+    const route: RouteSpec = { type: 'smtp', name: 'relay', host: '127.0.0.1', port: sink.port };
+    const app = createMailer({ ...stores, organisations: () => [route] });
+    try {
+      const ids = await Promise.all(
+        Array.from({ length: 20 }, (_x, i) =>
+          app.enqueue(mail(`report ${i}`), { organisation: 'school' }).then((r) => r.id),
+        ),
+      );
+      // this worker holds its outcomes for ten minutes: they are only in the queue when it dies
+      const w = await startWorker({
+        redis: REDIS_URL,
+        prefix: stores.prefix,
+        routes: { school: [route] },
+        outcomeDelay: 600_000,
+      });
+      await until(async () => (await stores.queue.counts()).sent === 20, 30_000, '20 completed jobs');
+      expect(sink.received).toHaveLength(20);
+      const statuses = async () => (await Promise.all(ids.map((id) => stores.log.get(id)))).map((r) => r?.status);
+      expect(new Set(await statuses())).toEqual(new Set(['sending']));
+      const exited = new Promise((r) => w.child.once('exit', r));
+      w.child.kill('SIGKILL');
+      await exited;
+
+      app.startWorker();
+      await until(async () => (await statuses()).every((s) => s === 'sent'), 15_000, 'the outcomes in the log');
+      for (const id of ids) {
+        const r = (await stores.log.get(id))!;
+        expect(r).toMatchObject({
+          status: 'sent',
+          route: 'relay',
+          attempts: 1,
+          unknown: false,
+          acceptedBy: 'provider',
+        });
+        expect(r.history.map((a) => [a.status, a.route])).toEqual([['ok', 'relay']]);
+        expect(r.history[0]!.response).toMatch(/^250/);
+      }
+      expect((await stores.log.query({ organisation: 'school', status: 'sent', limit: 50 })).length).toBe(20);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(sink.received).toHaveLength(20);
+    } finally {
+      await app.close();
+      await stores.close();
+    }
+  });
+
+  it('a worker that stops writes the outcomes it holds before it closes', async () => {
+    const sink = await startSmtpSink({ starttls: false });
+    sinks.push(sink);
+    // the reader's close deletes the keys; the mailer's own close leaves them to read
+    const reader = freshStores();
+    const stores = redisStores({ connection: REDIS_URL, prefix: reader.prefix, outcomeDelay: 600_000 });
+    const mailer = createMailer({
+      ...stores,
+      organisations: () => [{ type: 'smtp', name: 'relay', host: '127.0.0.1', port: sink.port }],
+    });
+    try {
+      const ids = await Promise.all(
+        [1, 2, 3].map((i) => mailer.enqueue(mail(`notice ${i}`), { organisation: 'school' }).then((r) => r.id)),
+      );
+      mailer.startWorker();
+      await until(async () => (await stores.queue.counts()).sent === 3, 15_000, '3 completed jobs');
+      expect((await reader.log.get(ids[0]!))?.status).toBe('sending');
+      await mailer.close();
+      for (const id of ids) expect((await reader.log.get(id))?.status).toBe('sent');
+      expect(sink.received).toHaveLength(3);
+    } finally {
+      await reader.close();
+    }
+  });
 });
 
 describe('an enqueuing process killed (kill -9) in the middle of many enqueues', () => {

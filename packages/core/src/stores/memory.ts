@@ -199,6 +199,16 @@ export class MemoryQueue implements QueueStore {
   }
 }
 
+/**
+ * A record with a patch applied as {@link DeliveryLog.update} applies it (a property set to
+ * `undefined` is removed): what a log writes whole when the record to update is missing.
+ */
+export function withPatch(record: DeliveryRecord, patch: Partial<Omit<DeliveryRecord, 'id'>>): DeliveryRecord {
+  const out: Record<string, unknown> = { ...record, ...patch };
+  for (const [k, v] of Object.entries(out)) if (v === undefined) delete out[k];
+  return out as unknown as DeliveryRecord;
+}
+
 /** Applies a {@link DeliveryQuery} to records (shared by stores that filter in JavaScript). */
 export function matchesQuery(r: DeliveryRecord, q: DeliveryQuery): boolean {
   if (q.organisation !== undefined && r.organisation !== q.organisation) return false;

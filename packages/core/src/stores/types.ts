@@ -72,10 +72,24 @@ export interface QueueAddResult {
   created: boolean;
 }
 
+/**
+ * A sent job's outcome in the delivery log: what the engine hands a queue that writes it
+ * ({@link QueueStore.writesOutcomes}) instead of writing it itself.
+ */
+export interface SentOutcome {
+  /** The send's ending attempts, written as {@link DeliveryLog.putAttempt} writes them. */
+  attempts: AttemptRecord[];
+  /** The record's changes, applied as {@link DeliveryLog.update} applies them. */
+  patch: Partial<Omit<DeliveryRecord, 'id'>>;
+}
+
 /** What the worker decided about a job it took; the store applies it atomically. */
 export type JobOutcome =
-  /** Sent: the job is done (the store keeps its idempotency key, drops the message). */
-  | { status: 'sent' }
+  /**
+   * Sent: the job is done (the store keeps its idempotency key, drops the message). `outcome` is
+   * given to a queue that writes it to the log ({@link QueueStore.writesOutcomes}).
+   */
+  | { status: 'sent'; outcome?: SentOutcome }
   /** Try again from `runAt`, with the counters and route given (they replace the job's). */
   | { status: 'retry'; runAt: number; attempts: number; route?: string }
   /** Give up: the job moves to the dead-letter state with the reason, until revived or pruned. */
@@ -130,6 +144,13 @@ export interface QueueStore {
    * leave it unset.
    */
   readonly recordLog?: DeliveryLog;
+  /**
+   * Optional, with {@link recordLog}: the queue writes a sent job's outcome to that log itself
+   * ({@link JobOutcome}'s `outcome`), durably with the job's completion (so a worker that dies
+   * before the log has it loses nothing: the queue writes it later). Outcomes may reach the log
+   * a moment after the job completes, gathered with others in one write.
+   */
+  readonly writesOutcomes?: boolean;
   /** Adds a job durably; with an idempotency key already used in that organisation, adds nothing. */
   add(job: NewQueueJob): Promise<QueueAddResult>;
   /**
