@@ -19,7 +19,7 @@ import { type RouteFactory, RouteRegistry, type RouteSpec } from './registry.js'
 import { MemoryRouteState, type RouteStateStore } from './route-state.js';
 import type { Receipt, SendObserver, Transport } from './spec.js';
 import type { DeliveryLog, QueueStore, SuppressionList } from './stores/types.js';
-import { combineSignals } from './util.js';
+import { deadline } from './util.js';
 
 /** `production` sends; `development` captures every mail in the outbox and sends nothing. */
 export type MailerMode = 'production' | 'development';
@@ -273,7 +273,8 @@ export class Mailer extends EventEmitter<MailerEvents> {
     options: MailerSendOptions & { observer?: SendObserver },
   ): Promise<Receipt> {
     const { organisation } = options;
-    const signal = combineSignals([options.signal], this.options.timeout ?? 60_000);
+    const limit = deadline(options.signal, this.options.timeout ?? 60_000);
+    const { signal } = limit;
     try {
       let transport = await this.transportFor(organisation);
       if (options.route !== undefined) {
@@ -339,6 +340,8 @@ export class Mailer extends EventEmitter<MailerEvents> {
           });
       this.emit('failed', { organisation, messageId: prepared.messageId, error });
       throw error;
+    } finally {
+      limit.clear();
     }
   }
 

@@ -18,6 +18,28 @@ export function combineSignals(signals: (AbortSignal | undefined)[], timeoutMs?:
   return AbortSignal.any(list);
 }
 
+/**
+ * A send's deadline: a signal that aborts when `signal` does, or after `timeoutMs` (with a
+ * `TimeoutError`, as `AbortSignal.timeout` gives). `clear()` stops the timer once the send is
+ * over, so no timer outlives it (`AbortSignal.timeout` keeps one per send for the whole delay).
+ */
+export function deadline(
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+): { signal: AbortSignal | undefined; clear(): void } {
+  if (timeoutMs === undefined || !(timeoutMs > 0) || !Number.isFinite(timeoutMs)) return { signal, clear() {} };
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+    timeoutMs,
+  );
+  timer.unref?.();
+  return {
+    signal: signal ? AbortSignal.any([signal, controller.signal]) : controller.signal,
+    clear: () => clearTimeout(timer),
+  };
+}
+
 /** The reason an aborted signal carries, as text. */
 export function abortReason(signal: AbortSignal): string {
   const r: unknown = signal.reason;

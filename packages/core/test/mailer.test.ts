@@ -10,7 +10,13 @@ import {
   type MailerEvents,
   RouteConfigError,
 } from '../src/index.js';
-import { refusedPort, type SmtpSink, startSmtpSink, transportConformance } from '../src/testing/index.js';
+import {
+  refusedPort,
+  type SmtpSink,
+  startSilentListener,
+  startSmtpSink,
+  transportConformance,
+} from '../src/testing/index.js';
 
 let upstreamA: SmtpSink;
 let upstreamB: SmtpSink;
@@ -180,6 +186,29 @@ describe('outbox', () => {
     expect((await again.list({ organisation: 'a' })).map((m) => m.subject)).toEqual(['three']);
     expect(await again.clear({ organisation: 'a' })).toBe(1);
     expect(readdirSync(dir)).toHaveLength(2);
+  });
+});
+
+describe('the send deadline (timeout)', () => {
+  it('fails a send to a server that never answers, saying the deadline passed; a caller’s abort says so too', async () => {
+    const silent = await startSilentListener();
+    const mailer = createMailer({ routes: [{ type: 'smtp', host: '127.0.0.1', port: silent.port }], timeout: 400 });
+    try {
+      const mail = { from: 'office@school-a.example', to: 'parent@example.org', subject: 'Deadline', text: 'hi' };
+      const t0 = Date.now();
+      const late = await mailer.send(mail).catch((e: unknown) => e);
+      expect(late).toMatchObject({ kind: 'unavailable' });
+      expect(String((late as Error).message)).toMatch(/deadline passed/);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      const controller = new AbortController();
+      const pending = mailer.send(mail, { signal: controller.signal }).catch((e: unknown) => e);
+      setTimeout(() => controller.abort(new Error('the caller gave up')), 50);
+      expect(String(((await pending) as Error).message)).toMatch(/the caller gave up/);
+      expect(silent.connections).toBeGreaterThanOrEqual(2);
+    } finally {
+      await mailer.close();
+      await silent.close();
+    }
   });
 });
 
