@@ -97,6 +97,8 @@ interface PendingPut {
 }
 
 // Changes records; with a send's outcome, writes its ending attempts first (even without a record).
+// An outcome whose attempt is no longer in flight (a worker that took the job again concluded it,
+// while this outcome waited for Redis) writes its attempts only: the record is that worker's.
 // Answers the ids that have no record. KEYS: unknown index, then per change: record, attempts hash[,
 // provider id index to add the delivery to]. ARGV: status index prefix, then per change: id, its key
 // count (2 or 3), new status or '', unknown '1'/'0'/'', n, m, n field/value pairs, m fields removed,
@@ -113,12 +115,17 @@ while a <= #ARGV do
   local fields, removed = a + 6, a + 6 + 2 * n
   local c = removed + m
   local na = tonumber(ARGV[c])
+  local concluded = false
+  for i = c + 1, c + 2 * na, 2 do
+    local prev = redis.call('HGET', KEYS[k + 1], ARGV[i])
+    if prev and not string.find(prev, '"status":"in-flight"', 1, true) then concluded = true end
+  end
   if na > 0 then redis.call('HSET', KEYS[k + 1], unpack(ARGV, c + 1, c + 2 * na)) end
   local h = redis.call('HMGET', rec, '_score', '_status', '_u', '_r')
   local score, old, u, base = h[1], h[2], h[3], h[4]
   if not score then
     missing[#missing + 1] = id
-  else
+  elseif not concluded then
     local set = {}
     if status ~= '' and old ~= status then
       if old then redis.call('ZREM', st .. old, id) end
@@ -413,14 +420,17 @@ export class RedisDeliveryLog implements DeliveryLog {
    */
   finishLater(id: string, outcome: SentOutcome, whole?: () => DeliveryRecord): void {
     this.outcomes.push({ ...this.change(id, outcome.attempts, outcome.patch), ...(whole ? { whole } : {}) });
-    if (this.outcomes.length >= OUTCOME_BATCH) void this.flushOutcomes();
+    if (this.outcomes.length >= OUTCOME_BATCH) this.flushOutcomes().catch(() => {});
     else if (!this.outcomeTimer) {
-      this.outcomeTimer = setTimeout(() => void this.flushOutcomes(), this.outcomeDelay);
+      this.outcomeTimer = setTimeout(() => this.flushOutcomes().catch(() => {}), this.outcomeDelay);
       this.outcomeTimer.unref?.();
     }
   }
 
-  /** Writes the outcomes {@link finishLater} holds now; resolves once they (and any being written) are in Redis. */
+  /**
+   * Writes the outcomes {@link finishLater} holds now; resolves once they (and any being written)
+   * are in Redis, rejects when Redis refused them (they are tried again a second later).
+   */
   async flushOutcomes(): Promise<void> {
     if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
     this.outcomeTimer = undefined;
@@ -431,7 +441,7 @@ export class RedisDeliveryLog implements DeliveryLog {
       // Redis is away: they wait for the next try (the queue keeps them with the jobs meanwhile)
       this.outcomes.unshift(...items);
       if (!this.outcomeTimer) {
-        this.outcomeTimer = setTimeout(() => void this.flushOutcomes(), 1_000);
+        this.outcomeTimer = setTimeout(() => this.flushOutcomes().catch(() => {}), 1_000);
         this.outcomeTimer.unref?.();
       }
       throw e;

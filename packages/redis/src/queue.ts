@@ -235,7 +235,8 @@ export class RedisQueue implements QueueStore {
         clearInterval(timer);
         this.workers.delete(worker);
         await worker.close();
-        await this.recordLog?.flushOutcomes();
+        // what Redis does not take now stays in the jobs, for the next worker to write
+        await this.recordLog?.flushOutcomes().catch(() => {});
       },
     };
   }
