@@ -180,6 +180,8 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
         prefix: stores.prefix,
         routes: { school: [route] },
         outcomeDelay: 600_000,
+        // nor does its own repair (once per lease) write them before it dies
+        lease: 600_000,
       });
       await until(async () => (await stores.queue.counts()).sent === 20, 30_000, '20 completed jobs');
       expect(sink.received).toHaveLength(20);
@@ -226,7 +228,7 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
       const ids = await Promise.all(
         [1, 2, 3].map((i) => mailer.enqueue(mail(`notice ${i}`), { organisation: 'school' }).then((r) => r.id)),
       );
-      mailer.startWorker();
+      mailer.startWorker({ lease: 600_000 }); // its repair (once per lease) waits too
       await until(async () => (await stores.queue.counts()).sent === 3, 15_000, '3 completed jobs');
       expect((await reader.log.get(ids[0]!))?.status).toBe('sending');
       await mailer.close();
