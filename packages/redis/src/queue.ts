@@ -37,6 +37,11 @@ interface JobData {
   record?: DeliveryRecord;
 }
 
+/** A sent job's outcome as its BullMQ return value: JSON, so the fields the patch removes are listed. */
+interface StoredOutcome extends SentOutcome {
+  removed?: string[];
+}
+
 /** A job's share of a write batch: BullMQ's own add, in the batch's transaction. */
 class JobWrite implements BatchItem {
   readonly done: Promise<void>;
@@ -200,7 +205,10 @@ export class RedisQueue implements QueueStore {
           const { patch } = outcome.outcome;
           this.recordLog.finishLater(String(bj.id), outcome.outcome, record && (() => withPatch(record, patch)));
           // BullMQ stores it with the completion: the log's copy is repaired from it after a crash
-          return outcome.outcome;
+          const stored: StoredOutcome = { attempts: outcome.outcome.attempts, patch };
+          const removed = Object.keys(patch).filter((k) => patch[k as keyof typeof patch] === undefined);
+          if (removed.length) stored.removed = removed;
+          return stored;
         }
         if (outcome.status === 'dead') throw new UnrecoverableError(outcome.reason);
         // the record is in the log by now (a retry writes it): the job need not carry it on
@@ -262,9 +270,11 @@ export class RedisQueue implements QueueStore {
     await Promise.all(
       ids.map(async (id) => {
         const bj = await Job.fromId<JobData>(this.queue, id);
-        const outcome = bj?.finishedOn ? (bj.returnvalue as SentOutcome | null | undefined) : undefined;
+        const outcome = bj?.finishedOn ? (bj.returnvalue as StoredOutcome | null | undefined) : undefined;
         if (!outcome || !Array.isArray(outcome.attempts) || typeof outcome.patch !== 'object') return;
-        await log.finish(id, outcome.attempts, outcome.patch);
+        const patch: Record<string, unknown> = { ...outcome.patch };
+        for (const k of outcome.removed ?? []) patch[k] = undefined;
+        await log.finish(id, outcome.attempts, patch as SentOutcome['patch']);
         written++;
       }),
     );

@@ -163,7 +163,15 @@ describe('two worker processes sharing one Redis queue, route state and quota', 
 
 describe('a worker process killed (kill -9) after sending, before its outcomes reached the log', () => {
   it('has them written from the queue by the next worker; nothing is sent again', async () => {
-    const sink = await startSmtpSink({ starttls: false });
+    // one mail is deferred once: its record gets a failure reason, which its outcome then removes
+    let deferred = 0;
+    const sink = await startSmtpSink({
+      starttls: false,
+      behaviour: (stage, d) =>
+        stage === 'data' && d.mail?.parsed.subject === 'deferred once' && deferred++ === 0
+          ? { code: 451, message: '4.3.0 Try again later' }
+          : undefined,
+    });
     sinks.push(sink);
     const stores = freshStores();
     const route: RouteSpec = { type: 'smtp', name: 'relay', host: '127.0.0.1', port: sink.port };
@@ -174,6 +182,7 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
           app.enqueue(mail(`report ${i}`), { organisation: 'school' }).then((r) => r.id),
         ),
       );
+      const flaky = (await app.enqueue(mail('deferred once'), { organisation: 'school' })).id;
       // this worker holds its outcomes for ten minutes: they are only in the queue when it dies
       const w = await startWorker({
         redis: REDIS_URL,
@@ -182,10 +191,12 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
         outcomeDelay: 600_000,
         // nor does its own repair (once per lease) write them before it dies
         lease: 600_000,
+        rest: 100,
       });
-      await until(async () => (await stores.queue.counts()).sent === 20, 30_000, '20 completed jobs');
-      expect(sink.received).toHaveLength(20);
-      const statuses = async () => (await Promise.all(ids.map((id) => stores.log.get(id)))).map((r) => r?.status);
+      await until(async () => (await stores.queue.counts()).sent === 21, 30_000, '21 completed jobs');
+      expect(sink.received).toHaveLength(21);
+      const statuses = async () =>
+        (await Promise.all([...ids, flaky].map((id) => stores.log.get(id)))).map((r) => r?.status);
       expect(new Set(await statuses())).toEqual(new Set(['sending']));
       const exited = new Promise((r) => w.child.once('exit', r));
       w.child.kill('SIGKILL');
@@ -205,9 +216,15 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
         expect(r.history.map((a) => [a.status, a.route])).toEqual([['ok', 'relay']]);
         expect(r.history[0]!.response).toMatch(/^250/);
       }
-      expect((await stores.log.query({ organisation: 'school', status: 'sent', limit: 50 })).length).toBe(20);
+      const retried = (await stores.log.get(flaky))!;
+      expect(retried).toMatchObject({ status: 'sent', attempts: 2 });
+      expect(retried.reason).toBeUndefined();
+      expect(retried.nextAttemptAt).toBeUndefined();
+      const history = retried.history.map((a) => a.status);
+      expect([history[0], history.at(-1)]).toEqual(['failed', 'ok']);
+      expect((await stores.log.query({ organisation: 'school', status: 'sent', limit: 50 })).length).toBe(21);
       await new Promise((r) => setTimeout(r, 300));
-      expect(sink.received).toHaveLength(20);
+      expect(sink.received).toHaveLength(21);
     } finally {
       await app.close();
       await stores.close();
