@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { capture, createOutbox } from '../capture.js';
-import { createMailer } from '../mailer.js';
+import { createMailer, type Mailer } from '../mailer.js';
 import { prepareMessage } from '../message.js';
 import { readQuota, withQuota } from '../quota.js';
 import type { RouteStateStore } from '../route-state.js';
@@ -14,7 +14,7 @@ import type {
   SuppressionList,
 } from '../stores/types.js';
 import { MAX_DELIVERY_EVENTS } from '../stores/types.js';
-import { startSmtpSink } from './peers.js';
+import { type SmtpSink, startSmtpSink } from './peers.js';
 
 /** What {@link storeConformance} needs: fresh, empty stores for each test. */
 export interface StoreConformanceOptions {
@@ -40,6 +40,19 @@ const until = async (check: () => boolean | Promise<boolean>, timeoutMs = 10_000
     await new Promise((r) => setTimeout(r, 20));
   }
 };
+
+/** A mailer on the stores under test (with their log, or `log`) whose one route is the sink. */
+const sinkMailer = (stores: StoreSet, sink: SmtpSink, log: DeliveryLog = stores.log): Mailer =>
+  createMailer({
+    queue: stores.queue,
+    log,
+    state: stores.state,
+    suppression: stores.suppression,
+    organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
+  });
+
+/** The ids a query of the log finds, in order. */
+const idsOf = async (log: DeliveryLog, q: Parameters<DeliveryLog['query']>[0]) => (await log.query(q)).map((r) => r.id);
 
 const message = (n: number) =>
   prepareMessage({
@@ -326,7 +339,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
       const c1 = await log.get('c1');
       expect(c1).toMatchObject({ ...carried, status: 'sending' });
       expect(c1?.history.map((a) => [a.id, a.status])).toEqual([['ca1', 'in-flight']]);
-      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await log.query(q)).map((r) => r.id);
+      const ids = (q: Parameters<DeliveryLog['query']>[0]) => idsOf(log, q);
       expect(await ids({ status: 'sending' })).toEqual(['c1']);
       expect(await ids({ status: 'queued' })).toEqual([]);
       expect(await ids({ organisation: 'org-c' })).toEqual(['c1']);
@@ -371,7 +384,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
       await log.put({ ...base('m4', '<four@example.org>', t0 + 3), status: 'sent', providerMessageId: 'prov-4' });
       // the provider id usually arrives with the outcome, by update
       expect(await log.update('m2', { status: 'sent', providerMessageId: 'prov-2', updatedAt: t0 + 10 })).toBe(true);
-      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await log.query(q)).map((r) => r.id);
+      const ids = (q: Parameters<DeliveryLog['query']>[0]) => idsOf(log, q);
       expect(await ids({ messageId: '<one@example.org>' })).toEqual(['m3', 'm1']);
       expect(await ids({ organisation: 'org-a', messageId: '<one@example.org>' })).toEqual(['m1']);
       expect(await ids({ organisation: 'org-a', providerMessageId: 'prov-2' })).toEqual(['m2']);
@@ -565,15 +578,9 @@ export function storeConformance(options: StoreConformanceOptions): void {
     it('mailer: queued mail is in the log before a worker takes it (scheduled mail too), by id and by organisation, status, recipient and time, and once after it is sent', async () => {
       const stores = await open();
       const sink = await startSmtpSink();
-      const mailer = createMailer({
-        queue: stores.queue,
-        log: stores.log,
-        state: stores.state,
-        suppression: stores.suppression,
-        organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
-      });
+      const mailer = sinkMailer(stores, sink);
       const pause = () => new Promise((r) => setTimeout(r, 3));
-      const ids = async (q: Parameters<DeliveryLog['query']>[0]) => (await stores.log.query(q)).map((r) => r.id);
+      const ids = (q: Parameters<DeliveryLog['query']>[0]) => idsOf(stores.log, q);
       try {
         const t0 = Date.now();
         const from = 'school@example.org';
@@ -654,13 +661,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
           return typeof v === 'function' ? v.bind(target) : v;
         },
       });
-      const mailer = createMailer({
-        queue: stores.queue,
-        log,
-        state: stores.state,
-        suppression: stores.suppression,
-        organisations: () => [{ type: 'smtp', name: 'sink', host: '127.0.0.1', port: sink.port, tls: { ca: sink.ca } }],
-      });
+      const mailer = sinkMailer(stores, sink, log);
       try {
         const mail = { from: 'school@example.org', to: 'Parent@example.org', subject: 'Lost record', text: 'hello' };
         const r = await mailer.enqueue(mail, { organisation: 'school-a' });
