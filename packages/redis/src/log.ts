@@ -374,13 +374,18 @@ export class RedisDeliveryLog implements DeliveryLog {
     attempts: readonly AttemptRecord[],
     patch: Partial<Omit<DeliveryRecord, 'id'>>,
   ): Promise<boolean> {
-    const c = this.change(id, attempts, patch);
-    const missing = await this.updateScript(
-      this.redis,
-      [this.k('i', 'unknown'), ...c.keys],
-      [this.k('i', 'st', ''), ...c.args],
-    );
-    return (missing as string[]).length === 0;
+    return (await this.applyChanges([this.change(id, attempts, patch)])).size === 0;
+  }
+
+  /** Changes in one UPDATE_MANY call; resolves with the ids that have no record. */
+  private async applyChanges(changes: readonly { keys: string[]; args: string[] }[]): Promise<Set<string>> {
+    const keys = [this.k('i', 'unknown')];
+    const args = [this.k('i', 'st', '')];
+    for (const c of changes) {
+      keys.push(...c.keys);
+      args.push(...c.args);
+    }
+    return new Set((await this.updateScript(this.redis, keys, args)) as string[]);
   }
 
   /** A change's keys and arguments in UPDATE_MANY (after the shared ones). */
@@ -451,13 +456,7 @@ export class RedisDeliveryLog implements DeliveryLog {
   }
 
   private async writeOutcomes(items: PendingOutcome[]): Promise<void> {
-    const keys = [this.k('i', 'unknown')];
-    const args = [this.k('i', 'st', '')];
-    for (const o of items) {
-      keys.push(...o.keys);
-      args.push(...o.args);
-    }
-    const missing = new Set((await this.updateScript(this.redis, keys, args)) as string[]);
+    const missing = await this.applyChanges(items);
     if (missing.size === 0) return;
     await Promise.all(items.filter((o) => o.whole && missing.has(o.args[0]!)).map((o) => this.put(o.whole!())));
   }
