@@ -128,6 +128,12 @@ describe('Redis restarted (kill -9) in the middle of a run', () => {
         if (n > 1) expect((await mailer.log!.get(a.id))?.unknown).toBe(true);
         expect(n).toBeLessThanOrEqual(2);
       }
+      // and the log says so: outcomes due while Redis was away reach it once it is back
+      const deadline = Date.now() + 15_000;
+      const pending = async () =>
+        (await Promise.all(acknowledged.map((a) => mailer.log!.get(a.id)))).filter((r) => r?.status !== 'sent').length;
+      while ((await pending()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(await pending()).toBe(0);
     } finally {
       await mailer.close();
       await stores.close();
