@@ -16,10 +16,12 @@ import { script } from './scripts.js';
 
 // A record is a hash: `_status`, `_score` (creation time), `_u` (unknown outcome, 1/0), `_r` (the
 // record as written, JSON) and, over it, one field per property changed since (its JSON; '' for a
-// removed one) and `content` (kept apart so that dropping it deletes it).
+// removed one), `content` (kept apart so that dropping it deletes it) and `_a:<attempt id>` per
+// attempt (its JSON), so that an attempt and its record are written and read by one command.
+// Attempts written before their record make a hash without `_status`: not a record yet.
 
 // Writes a batch of records (the puts of one tick), each as a whole: a record already there is
-// replaced, and moved out of the status and unknown indexes it no longer belongs to.
+// replaced (its attempts kept), and moved out of the status and unknown indexes it no longer belongs to.
 // KEYS: all, unknown, then per record: the record, its org, recipient, Message-ID[, provider id] indexes
 // ARGV: status index prefix, then per record: id, score, status, unknown (1/0), its key count,
 // record JSON, content JSON or ''
@@ -46,7 +48,11 @@ for a = 2, #ARGV, 7 do
     flush()
     if old ~= status then redis.call('ZREM', st .. old, id) end
     if unk ~= '1' then redis.call('ZREM', KEYS[2], id) end
-    redis.call('DEL', rec)
+    local drop = {}
+    for _, f in ipairs(redis.call('HKEYS', rec)) do
+      if string.sub(f, 1, 3) ~= '_a:' then drop[#drop + 1] = f end
+    end
+    redis.call('HDEL', rec, unpack(drop))
   end
   redis.call('HSET', rec, '_status', status, '_score', score, '_u', unk, '_r', ARGV[a + 5])
   if ARGV[a + 6] ~= '' then redis.call('HSET', rec, 'content', ARGV[a + 6]) end
@@ -99,11 +105,11 @@ interface PendingPut {
 // Changes records; with a send's outcome, writes its ending attempts first (even without a record).
 // An outcome whose attempt is no longer in flight (a worker that took the job again concluded it,
 // while this outcome waited for Redis) writes its attempts only: the record is that worker's.
-// Answers the ids that have no record. KEYS: unknown index, then per change: record, attempts hash[,
-// provider id index to add the delivery to]. ARGV: status index prefix, then per change: id, its key
-// count (2 or 3), new status or '', unknown '1'/'0'/'', n, m, n field/value pairs, m fields removed,
-// k, k attempt id/JSON pairs. A removed field is deleted from the changes; one the record as written
-// holds is masked ('').
+// Answers the ids that have no record. One read and one write of the record's hash per change.
+// KEYS: unknown index, then per change: record[, provider id index to add the delivery to].
+// ARGV: status index prefix, then per change: id, its key count (1 or 2), new status or '', unknown
+// '1'/'0'/'', n, m, n field/value pairs, m fields removed, k, k attempt id/JSON pairs. A removed
+// field is deleted from the changes; one the record as written holds is masked ('').
 const UPDATE_MANY = `
 local st = ARGV[1]
 local missing = {}
@@ -115,18 +121,23 @@ while a <= #ARGV do
   local fields, removed = a + 6, a + 6 + 2 * n
   local c = removed + m
   local na = tonumber(ARGV[c])
-  local concluded = false
+  local want = {'_score', '_status', '_u', '_r'}
+  local set = {}
   for i = c + 1, c + 2 * na, 2 do
-    local prev = redis.call('HGET', KEYS[k + 1], ARGV[i])
-    if prev and not string.find(prev, '"status":"in-flight"', 1, true) then concluded = true end
+    want[#want + 1] = '_a:' .. ARGV[i]
+    set[#set + 1] = '_a:' .. ARGV[i]
+    set[#set + 1] = ARGV[i + 1]
   end
-  if na > 0 then redis.call('HSET', KEYS[k + 1], unpack(ARGV, c + 1, c + 2 * na)) end
-  local h = redis.call('HMGET', rec, '_score', '_status', '_u', '_r')
+  for i = removed, c - 1 do want[#want + 1] = ARGV[i] end
+  local h = redis.call('HMGET', rec, unpack(want))
   local score, old, u, base = h[1], h[2], h[3], h[4]
+  local concluded = false
+  for j = 5, 4 + na do
+    if h[j] and not string.find(h[j], '"status":"in-flight"', 1, true) then concluded = true end
+  end
   if not score then
     missing[#missing + 1] = id
   elseif not concluded then
-    local set = {}
     if status ~= '' and old ~= status then
       if old then redis.call('ZREM', st .. old, id) end
       redis.call('ZADD', st .. status, score, id)
@@ -138,53 +149,59 @@ while a <= #ARGV do
       set[#set + 1] = '_u'
       set[#set + 1] = unk
     end
-    if nk == 3 then redis.call('ZADD', KEYS[k + 2], score, id) end
+    if nk == 2 then redis.call('ZADD', KEYS[k + 1], score, id) end
     for i = fields, removed - 1 do set[#set + 1] = ARGV[i] end
     local del = {}
     for i = removed, c - 1 do
       if base and string.find(base, '"' .. ARGV[i] .. '":', 1, true) then
         set[#set + 1] = ARGV[i]
         set[#set + 1] = ''
-      else
+      elseif h[4 + na + i - removed + 1] then
         del[#del + 1] = ARGV[i]
       end
     end
     if #del > 0 then redis.call('HDEL', rec, unpack(del)) end
-    if #set > 0 then redis.call('HSET', rec, unpack(set)) end
   end
+  if #set > 0 then redis.call('HSET', rec, unpack(set)) end
   a = c + 1 + 2 * na
   k = k + nk
 end
 return missing`;
 
-// Writes an attempt; with a record (one a queued job carried), writes that first when there is none.
-// KEYS: attempts hash, record[, then the record's org, recipient, Message-ID[, provider id] indexes, all, unknown]
+// Writes an attempt; with a record (one a queued job carried), writes that first when there is
+// none, in the same command as the attempt (a record written with its attempt in flight says sending).
+// KEYS: record[, then the record's org, recipient, Message-ID[, provider id] indexes, all, unknown]
 // ARGV: attempt id, attempt JSON, in flight (1/0), status index prefix, delivery id[, then the
 // record's score, status, unknown (1/0), JSON, content JSON or '']
 const ATTEMPT = `
-if #ARGV > 5 and redis.call('EXISTS', KEYS[2]) == 0 then
+local field = '_a:' .. ARGV[1]
+if #ARGV > 5 and redis.call('HEXISTS', KEYS[1], '_status') == 0 then
   local id, score, status, unk = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-  redis.call('HSET', KEYS[2], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9])
-  if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'content', ARGV[10]) end
+  if ARGV[10] ~= '' then
+    redis.call('HSET', KEYS[1], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9], 'content', ARGV[10], field, ARGV[2])
+  else
+    redis.call('HSET', KEYS[1], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9], field, ARGV[2])
+  end
   redis.call('ZADD', ARGV[4] .. status, score, id)
   redis.call('ZADD', KEYS[#KEYS - 1], score, id)
   if unk == '1' then redis.call('ZADD', KEYS[#KEYS], score, id) end
-  for i = 3, #KEYS - 2 do redis.call('ZADD', KEYS[i], score, id) end
+  for i = 2, #KEYS - 2 do redis.call('ZADD', KEYS[i], score, id) end
+  return 1
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], field, ARGV[2])
 if ARGV[3] == '1' then
-  local h = redis.call('HMGET', KEYS[2], '_status', '_score')
+  local h = redis.call('HMGET', KEYS[1], '_status', '_score')
   if h[1] and h[1] ~= 'sending' then
     redis.call('ZREM', ARGV[4] .. h[1], ARGV[5])
     redis.call('ZADD', ARGV[4] .. 'sending', h[2], ARGV[5])
-    redis.call('HSET', KEYS[2], '_status', 'sending', 'status', '"sending"')
+    redis.call('HSET', KEYS[1], '_status', 'sending', 'status', '"sending"')
   end
 end
 return 1`;
 
 // KEYS: record, events list; ARGV: event JSON, how many to keep
 const EVENT = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], '_status') == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 return 1`;
@@ -223,8 +240,9 @@ export interface CarriedRecords {
 }
 
 /**
- * The delivery log in Redis: a hash per delivery (the record as written, and each later change
- * in a field of its own, so an update is one atomic script), a hash of its attempts, a list of its provider events, and sorted sets by
+ * The delivery log in Redis: a hash per delivery (the record as written, each later change in a
+ * field of its own, and its attempts, so an update is one atomic script that reads and writes
+ * the hash once), a list of its provider events, and sorted sets by
  * creation time per organisation, status, recipient, Message-ID, provider id and unknown outcome
  * for queries (a webhook finds its delivery by one lookup). Made with the queue (as `redisStores`
  * makes it), it also answers for mail whose record still rides in its queued job: `get` reads the
@@ -247,7 +265,7 @@ export class RedisDeliveryLog implements DeliveryLog {
   private outcomeTimer: ReturnType<typeof setTimeout> | undefined;
   /** The outcome writes under way. */
   private outcomeWrites: Promise<void> = Promise.resolve();
-  private readonly attemptScript = script(ATTEMPT, 2);
+  private readonly attemptScript = script(ATTEMPT, 1);
   private readonly eventScript = script(EVENT, 2);
 
   /**
@@ -397,7 +415,7 @@ export class RedisDeliveryLog implements DeliveryLog {
     const set = fields(patch);
     const removed: string[] = [];
     for (const [k, v] of Object.entries(patch)) if (v === undefined) removed.push(k);
-    const keys = [this.k('d', id), this.k('a', id)];
+    const keys = [this.k('d', id)];
     if (patch.providerMessageId !== undefined) keys.push(this.k('i', 'pid', patch.providerMessageId));
     const args = [
       id,
@@ -468,15 +486,15 @@ export class RedisDeliveryLog implements DeliveryLog {
 
   async putAttempt(attempt: AttemptRecord, record?: DeliveryRecord): Promise<void> {
     const inFlight = attempt.status === 'in-flight';
-    const keys = [this.k('a', attempt.deliveryId)];
     const args = [attempt.id, JSON.stringify(attempt), inFlight ? '1' : '0', this.k('i', 'st', ''), attempt.deliveryId];
-    if (record) {
-      // written as sending when the attempt is in flight, so the record's own step is its only one
-      const e = this.entry(inFlight ? { ...record, id: attempt.deliveryId, status: 'sending' } : record);
-      keys.push(...e.keys, this.k('i', 'all'), this.k('i', 'unknown'));
-      args.push(e.args[1]!, e.args[2]!, e.args[3]!, e.args[5]!, e.args[6]!);
-    } else keys.push(this.k('d', attempt.deliveryId));
-    await this.attemptScript(this.redis, keys, args);
+    if (!record) {
+      await this.attemptScript(this.redis, [this.k('d', attempt.deliveryId)], args);
+      return;
+    }
+    // written as sending when the attempt is in flight, so the record's own step is its only one
+    const e = this.entry(inFlight ? { ...record, id: attempt.deliveryId, status: 'sending' } : record);
+    args.push(e.args[1]!, e.args[2]!, e.args[3]!, e.args[5]!, e.args[6]!);
+    await this.attemptScript(this.redis, [...e.keys, this.k('i', 'all'), this.k('i', 'unknown')], args);
   }
 
   async addEvent(id: string, event: DeliveryEvent): Promise<boolean> {
@@ -489,15 +507,16 @@ export class RedisDeliveryLog implements DeliveryLog {
   }
 
   async get(id: string): Promise<DeliveryDetails | undefined> {
-    const [[, hash], [, attempts], [, events]] = (await this.redis
+    const [[, hash], [, events]] = (await this.redis
       .multi()
       .hgetall(this.k('d', id))
-      .hvals(this.k('a', id))
       .lrange(this.k('e', id), 0, -1)
-      .exec()) as [[unknown, Record<string, string>], [unknown, string[]], [unknown, string[]]];
+      .exec()) as [[unknown, Record<string, string>], [unknown, string[]]];
     const record = fromHash(hash) ?? (await this.queue?.carried(id));
     if (!record) return undefined;
-    const history = attempts.map((a) => JSON.parse(a) as AttemptRecord).sort((a, b) => a.startedAt - b.startedAt);
+    const history: AttemptRecord[] = [];
+    for (const [k, v] of Object.entries(hash)) if (k.startsWith('_a:')) history.push(JSON.parse(v) as AttemptRecord);
+    history.sort((a, b) => a.startedAt - b.startedAt);
     return { ...record, history, events: events.map((e) => JSON.parse(e) as DeliveryEvent) };
   }
 
@@ -580,7 +599,7 @@ export class RedisDeliveryLog implements DeliveryLog {
           kept++;
           continue;
         }
-        const m = this.redis.multi().del(this.k('d', id), this.k('a', id), this.k('e', id));
+        const m = this.redis.multi().del(this.k('d', id), this.k('e', id));
         m.zrem(all, id)
           .zrem(this.k('i', 'org', r.organisation ?? ''), id)
           .zrem(this.k('i', 'st', r.status), id);
