@@ -311,6 +311,14 @@ export function storeConformance(options: StoreConformanceOptions): void {
         expect(await log.finish('d6', [a6], { status: 'sent' })).toBe(false);
         await log.put({ ...rec('d6', 'org-c', 'sent', t0 + 3200, 'dee@example.org') });
         expect((await log.get('d6'))?.history.map((a) => a.id)).toEqual(['a6']);
+        // a record replaced whole keeps its attempts, and loses the changes made over the old one
+        await log.put({ ...rec('d5', 'org-c', 'dead', t0 + 3100, 'dee@example.org'), reason: 'replaced' });
+        const replaced = await log.get('d5');
+        expect(replaced).toMatchObject({ status: 'dead', reason: 'replaced' });
+        expect(replaced && 'providerMessageId' in replaced).toBe(false);
+        expect(replaced?.history.map((a) => [a.id, a.status])).toEqual([['a5', 'ok']]);
+        expect((await log.query({ status: 'sent' })).map((r) => r.id)).not.toContain('d5');
+        expect((await log.query({ status: 'dead' })).map((r) => r.id)).toContain('d5');
       }
     });
 
