@@ -177,11 +177,12 @@ const ATTEMPT = `
 local field = '_a:' .. ARGV[1]
 if #ARGV > 5 and redis.call('HEXISTS', KEYS[1], '_status') == 0 then
   local id, score, status, unk = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+  local set = {'_status', status, '_score', score, '_u', unk, '_r', ARGV[9], field, ARGV[2]}
   if ARGV[10] ~= '' then
-    redis.call('HSET', KEYS[1], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9], 'content', ARGV[10], field, ARGV[2])
-  else
-    redis.call('HSET', KEYS[1], '_status', status, '_score', score, '_u', unk, '_r', ARGV[9], field, ARGV[2])
+    set[#set + 1] = 'content'
+    set[#set + 1] = ARGV[10]
   end
+  redis.call('HSET', KEYS[1], unpack(set))
   redis.call('ZADD', ARGV[4] .. status, score, id)
   redis.call('ZADD', KEYS[#KEYS - 1], score, id)
   if unk == '1' then redis.call('ZADD', KEYS[#KEYS], score, id) end

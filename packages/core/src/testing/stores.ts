@@ -335,6 +335,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
         recipients: ['ada@example.org'],
         subject: 'carried',
         tags: ['report'],
+        content: { text: 'the body, kept', attachments: [] },
         attempts: 0,
         unknown: false,
         createdAt: t0,
