@@ -17,14 +17,19 @@ import {
   withPatch,
 } from '@mailvia/core';
 import { type ConnectionOptions, DelayedError, Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { type BatchItem, type Transaction, type TransactionClient, WriteBatch } from './batch.js';
 import type { ResolvedRedisOptions } from './config.js';
 import type { RedisDeliveryLog } from './log.js';
+import { script } from './scripts.js';
 
 /** What a BullMQ job of the mail queue carries. */
 interface JobData {
-  /** The prepared message, as `messageToJSON` gives it (as `encodeMessage` wrote it, in jobs of 0.1). */
-  message: PreparedMessage | string;
+  /**
+   * The prepared message, as `messageToJSON` gives it (as `encodeMessage` wrote it, in jobs of
+   * 0.1); a sent job's is dropped a moment after its completion (see {@link RedisQueue.dropLater}).
+   */
+  message?: PreparedMessage | string;
   organisation?: string;
   idempotencyKey?: string;
   attempts: number;
@@ -35,6 +40,36 @@ interface JobData {
   token?: string;
   /** Its delivery record, until a worker writes it to the log (see {@link RedisQueue.recordLog}). */
   record?: DeliveryRecord;
+}
+
+// Drops sent jobs' messages (and the records they carried: the log has them), keeping what the
+// job's key and `get` need. A job is changed only once completed (`returnvalue`), and only if no
+// worker took it since (`ats`, BullMQ's count of takes): a job whose completion has not landed
+// yet is answered (its index) to be tried again; one gone (removed) is skipped.
+// KEYS: the job hashes; ARGV: per job: its takes when sent, its data without the message.
+const DROP_MESSAGES = `
+local later = {}
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'returnvalue', 'ats')
+  local same = (h[2] or '0') == ARGV[2 * i - 1]
+  if h[1] then
+    if same then redis.call('HSET', KEYS[i], 'data', ARGV[2 * i]) end
+  elseif same and redis.call('EXISTS', KEYS[i]) == 1 then
+    later[#later + 1] = i
+  end
+end
+return later`;
+
+/** At most this many jobs' messages are dropped by one script call. */
+const DROP_BATCH = 500;
+
+/** A sent job whose message is to be dropped. */
+interface PendingDrop {
+  key: string;
+  takes: string;
+  data: string;
+  /** Epoch ms after which a job still not completed is left as it is (another worker will drop it). */
+  until: number;
 }
 
 /** A sent job's outcome as its BullMQ return value: JSON, so the fields the patch removes are listed. */
@@ -91,6 +126,11 @@ export class RedisQueue implements QueueStore {
   recordLog: RedisDeliveryLog | undefined;
   private readonly workers = new Set<Worker>();
   private repairing: Promise<number> | undefined;
+  /** Sent jobs whose message {@link dropLater} drops with the others of that moment. */
+  private drops: PendingDrop[] = [];
+  private dropTimer: ReturnType<typeof setTimeout> | undefined;
+  private dropWrites: Promise<void> = Promise.resolve();
+  private readonly dropScript = script(DROP_MESSAGES, 1);
 
   /**
    * With its log: a sent job's outcome is the job's BullMQ return value, stored by BullMQ's
@@ -157,7 +197,8 @@ export class RedisQueue implements QueueStore {
     const d = bj.data;
     return {
       id: String(bj.id),
-      message: typeof d.message === 'string' ? decodeMessage(d.message) : d.message,
+      // a sent job's message is dropped: it is never processed again
+      message: typeof d.message === 'string' ? decodeMessage(d.message) : (d.message as PreparedMessage),
       attempts: d.attempts,
       createdAt: d.createdAt,
       runAt: d.runAt,
@@ -199,6 +240,7 @@ export class RedisQueue implements QueueStore {
           throw new DelayedError();
         }
         if (outcome.status === 'sent') {
+          this.dropLater(bj, lease);
           if (!outcome.outcome || !this.recordLog) return 'sent';
           // a record missing (a crash between the queue and the log) is written whole
           const record = bj.data.record;
@@ -245,8 +287,79 @@ export class RedisQueue implements QueueStore {
         await worker.close();
         // what Redis does not take now stays in the jobs, for the next worker to write
         await this.recordLog?.flushOutcomes().catch(() => {});
+        await this.flushDrops().catch(() => {});
       },
     };
+  }
+
+  /**
+   * Drops a sent job's message (and the record it carried: the log has it) a moment after its
+   * completion, with the others of that moment in one call. The job stays, for its idempotency key
+   * and `get`, without the message: account mails carry passwords and reset links, which the
+   * queue keeps only until they are sent (the log keeps content only as configured, redacted).
+   * `lease`: how long to wait for the completion to land before leaving the job to the worker
+   * that completes it.
+   */
+  private dropLater(bj: Job<JobData>, lease: number): void {
+    const { message: _message, record: _record, ...rest } = bj.data;
+    this.drops.push({
+      key: this.queue.toKey(String(bj.id)),
+      takes: String(bj.attemptsStarted ?? 0),
+      data: JSON.stringify(rest),
+      until: Date.now() + lease,
+    });
+    this.scheduleDrops(this.options.outcomeDelay);
+  }
+
+  private scheduleDrops(ms: number): void {
+    if (this.dropTimer) return;
+    this.dropTimer = setTimeout(() => void this.flushDrops().catch(() => {}), ms);
+    this.dropTimer.unref?.();
+  }
+
+  /**
+   * Drops the messages {@link dropLater} holds now; resolves once they (and any being dropped) are
+   * dropped. Jobs whose completion has not landed yet wait for the next call; when Redis refuses,
+   * they are all tried again a second later.
+   */
+  async flushDrops(): Promise<void> {
+    if (this.dropTimer) clearTimeout(this.dropTimer);
+    this.dropTimer = undefined;
+    const items = this.drops.splice(0);
+    const before = this.dropWrites;
+    if (items.length === 0) return before;
+    const write = this.writeDrops(items);
+    this.dropWrites = Promise.all([before, write.catch(() => {})]).then(() => {});
+    await write;
+  }
+
+  private async writeDrops(items: PendingDrop[]): Promise<void> {
+    try {
+      const client = await (this.queue.getBackend() as unknown as { client: Promise<Redis> }).client;
+      const later: PendingDrop[] = [];
+      for (let i = 0; i < items.length; i += DROP_BATCH) {
+        const part = items.slice(i, i + DROP_BATCH);
+        const args: string[] = [];
+        for (const d of part) args.push(d.takes, d.data);
+        const waiting = (await this.dropScript(
+          client,
+          part.map((d) => d.key),
+          args,
+        )) as number[];
+        for (const n of waiting) later.push(part[n - 1]!);
+      }
+      const now = Date.now();
+      const again = later.filter((d) => d.until > now);
+      if (again.length) {
+        this.drops.push(...again);
+        this.scheduleDrops(this.options.outcomeDelay);
+      }
+    } catch (e) {
+      // Redis is away: every one is tried again a second later
+      this.drops.push(...items);
+      this.scheduleDrops(1_000);
+      throw e;
+    }
   }
 
   /**
@@ -275,6 +388,8 @@ export class RedisQueue implements QueueStore {
         const patch: Record<string, unknown> = { ...outcome.patch };
         for (const k of outcome.removed ?? []) patch[k] = undefined;
         await log.finish(id, outcome.attempts, patch as SentOutcome['patch']);
+        // its worker died before dropping its message too
+        if (bj && bj.data.message !== undefined) this.dropLater(bj, 0);
         written++;
       }),
     );
@@ -325,6 +440,7 @@ export class RedisQueue implements QueueStore {
     this.workers.clear();
     await this.recordLog?.flushOutcomes().catch(() => {});
     await this.repairing?.catch(() => 0);
+    await this.flushDrops().catch(() => {});
     await this.queue.close();
   }
 }

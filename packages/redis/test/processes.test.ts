@@ -223,6 +223,13 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
       const history = retried.history.map((a) => a.status);
       expect([history[0], history.at(-1)]).toEqual(['failed', 'ok']);
       expect((await stores.log.query({ organisation: 'school', status: 'sent', limit: 50 })).length).toBe(21);
+      // and drops the messages it sent: the dead worker could not
+      const jobs = () => Promise.all([...ids, flaky].map((id) => stores.queue.queue.getJob(id)));
+      await until(
+        async () => (await jobs()).every((j) => j && j.data.message === undefined),
+        5_000,
+        'the sent messages dropped from their jobs',
+      );
       await new Promise((r) => setTimeout(r, 300));
       expect(sink.received).toHaveLength(21);
     } finally {
