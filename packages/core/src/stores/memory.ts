@@ -181,6 +181,7 @@ export class MemoryQueue implements QueueStore {
     s.state = 'waiting';
     s.job.attempts = 0;
     s.job.runAt = Date.now();
+    delete s.job.route;
     s.reason = undefined;
     s.updatedAt = Date.now();
     this.bell.ring();

@@ -397,7 +397,7 @@ export class SqliteQueue implements QueueStore {
       const now = Date.now();
       const r = this.database
         .sql(
-          `UPDATE mailvia_jobs SET state = 'waiting', attempts = 0, run_at = ?, reason = NULL, updated_at = ?
+          `UPDATE mailvia_jobs SET state = 'waiting', attempts = 0, route = NULL, run_at = ?, reason = NULL, updated_at = ?
            WHERE id = ? AND state = 'dead' AND message IS NOT NULL`,
         )
         .run(now, now, id);

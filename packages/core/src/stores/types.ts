@@ -161,9 +161,10 @@ export interface QueueStore {
   /** A job and its state, while the store keeps it (a sent job without its message). */
   get(id: string): Promise<QueueJobInfo | undefined>;
   /**
-   * Moves a dead job back to waiting, due now, with its attempts reset (same id, key and
-   * Message-ID). False when the job is not dead (already waiting, active, sent or pruned): two
-   * concurrent revivals send once.
+   * Moves a dead job back to waiting, due now, with its attempts reset and no route pinned (same
+   * id, key and Message-ID): a resend is a decision to send again, so it starts the chain afresh,
+   * even after an unknown outcome. False when the job is not dead (already waiting, active, sent or
+   * pruned): two concurrent revivals send once.
    */
   revive(id: string): Promise<boolean>;
   /** How many jobs are in each state. */

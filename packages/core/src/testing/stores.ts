@@ -147,6 +147,28 @@ export function storeConformance(options: StoreConformanceOptions): void {
       expect(again?.attempts).toBe(0);
     });
 
+    it('queue: a revived job starts afresh: attempts reset, no route pinned, same message', async () => {
+      const { queue } = await open();
+      const id = randomUUID();
+      await queue.add({ id, organisation: 'org', message: message(4) });
+      let takes = 0;
+      const consumer = queue.process(
+        async (): Promise<JobOutcome> =>
+          ++takes === 1
+            ? { status: 'retry', runAt: Date.now(), attempts: 1, route: 'smtp(a)' }
+            : { status: 'dead', reason: 'the outcome on smtp(a) is unknown; not retried (policy)' },
+        { concurrency: 1, pollInterval: 20 },
+      );
+      await until(async () => (await queue.get(id))?.state === 'dead');
+      await consumer.stop();
+      expect((await queue.get(id))?.route).toBe('smtp(a)');
+      expect(await queue.revive(id)).toBe(true);
+      const revived = await queue.get(id);
+      expect(revived).toMatchObject({ state: 'waiting', attempts: 0, organisation: 'org' });
+      expect(revived?.route).toBeUndefined();
+      expect(revived?.message?.subject).toBe('job 4');
+    });
+
     it('queue: a job whose consumer stopped answering comes back after its lease, once', async () => {
       const { queue } = await open();
       const id = randomUUID();
