@@ -6,7 +6,7 @@ import { abortReason } from './util.js';
 
 /** How long a failing route rests, per kind, in milliseconds. */
 export interface RestPolicy {
-  /** After `unavailable`. @default 30_000 */
+  /** After `unavailable`; longer when the route said to retry later (`retryAfter`). @default 30_000 */
   unavailable?: number;
   /** After `limited` without a `retryAfter`. @default 60_000 */
   limited?: number;
@@ -77,7 +77,8 @@ class CompositeTransport implements Transport {
       case 'misconfigured':
         return p.misconfigured ?? 900_000;
       default:
-        return p.unavailable ?? 30_000;
+        // a route that said when to come back is not probed before then
+        return Math.max(p.unavailable ?? 30_000, error.retryAfter ?? 0);
     }
   }
 
@@ -89,7 +90,9 @@ class CompositeTransport implements Transport {
       observer?.attempt?.(a);
     };
     const order = this.order();
-    const limitedUntil: number[] = [];
+    // when each route may take the message again, as far as known; `unhinted` once a route failed without saying
+    const retryAt: number[] = [];
+    let unhinted = false;
     let stop: MailError | undefined;
     for (const route of order) {
       if (signal?.aborted) {
@@ -135,7 +138,7 @@ class CompositeTransport implements Transport {
       ) {
         // a failing hook fails the send as it is; a skip is reported after the announcement
         await before;
-        if (resting.kind === 'limited') limitedUntil.push(resting.until);
+        retryAt.push(resting.until);
         record({
           route: route.name,
           ok: false,
@@ -182,15 +185,16 @@ class CompositeTransport implements Transport {
           stop = error;
           break;
         }
+        if (error.retryAfter !== undefined) retryAt.push(Date.now() + error.retryAfter);
+        else unhinted = true;
         if (!composite) {
           const until = Date.now() + this.restFor(error);
-          if (error.kind === 'limited') limitedUntil.push(until);
           await this.state.rest(key, { until, kind: error.kind, reason: error.message });
           observer?.rested?.(route.name, until, error);
         }
       }
     }
-    throw this.aggregate(message, attempts, stop, limitedUntil);
+    throw this.aggregate(message, attempts, stop, unhinted || retryAt.length === 0 ? undefined : Math.min(...retryAt));
   }
 
   private order(): readonly Transport[] {
@@ -204,18 +208,17 @@ class CompositeTransport implements Transport {
     message: PreparedMessage,
     attempts: Attempt[],
     stop: MailError | undefined,
-    limitedUntil: number[],
+    retryAt: number | undefined,
   ): DeliveryError {
     const failed = attempts.filter((a) => !a.ok);
     const kinds = new Set<FailureKind>(failed.map((a) => a.kind ?? 'unavailable'));
     let kind: FailureKind;
-    let retryAfter: number | undefined;
     if (stop) kind = stop.kind;
     else if (kinds.has('limited') && !kinds.has('unavailable')) kind = 'limited';
     else if (kinds.size === 1 && kinds.has('misconfigured')) kind = 'misconfigured';
     else kind = 'unavailable';
-    if (kind === 'limited' && limitedUntil.length) retryAfter = Math.max(0, Math.min(...limitedUntil) - Date.now());
-    else if (kind === 'limited') retryAfter = stop?.retryAfter;
+    // the earliest a route may take it, when every route said (or rests): no retry is worth making before
+    const retryAfter = stop || retryAt === undefined ? undefined : Math.max(0, retryAt - Date.now());
     const lines = failed.map(
       (a) =>
         `  - ${a.route}: ${a.kind ?? 'failed'}${a.phase ? ` (${a.phase})` : ''}${a.skipped ? ' [skipped]' : ''}: ${a.error ?? ''}`,

@@ -22,7 +22,8 @@ export interface DeliveryOptions {
   maxAttempts?: number;
   /**
    * Exponential back-off between counted attempts: `initial * 2^(n-1)`, at most `max`, with
-   * jitter (a random point in the upper half). A `retryAfter` the route gave is a floor.
+   * jitter (a random point in the upper half). A `retryAfter` the chain gave (the earliest of its
+   * routes', when every route that failed said one) is a floor.
    * @default { initial: 5_000, max: 3_600_000 }
    */
   backoff?: { initial?: number; max?: number };
@@ -34,7 +35,7 @@ export interface DeliveryOptions {
    * @default 'same-route'
    */
   unknown?: 'same-route' | 'dead';
-  /** How long a `limited` wait lasts when the route said nothing (ms). @default 60_000 */
+  /** How long a `limited` wait lasts when a route said nothing (no `retryAfter`) (ms). @default 60_000 */
   limitedWait?: number;
   /** Add recipients a route refused permanently to the suppression list. @default true */
   suppressRefused?: boolean;

@@ -41,7 +41,7 @@ export interface MailErrorOptions {
   code?: string;
   /** The SMTP reply code or HTTP status, when there was one. */
   status?: number;
-  /** Milliseconds after which the route may be tried again (`limited`), when the provider said. */
+  /** Milliseconds after which the route may be tried again (`limited` or `unavailable`), when the provider said. */
   retryAfter?: number;
   /** True when the limit is a quota (daily, monthly) rather than a rate. */
   quota?: boolean;
@@ -161,8 +161,10 @@ export interface Attempt {
 
 /**
  * Raised by a composite route when no route took the message. Its kind sums up the attempts:
- * `refused` or `unknown` when the chain stopped on one, `limited` when every route is limited
- * (with the earliest `retryAfter`), `misconfigured` when every route is, else `unavailable`.
+ * `refused` or `unknown` when the chain stopped on one, `limited` when every route is limited,
+ * `misconfigured` when every route is, else `unavailable`. Unless it stopped, its `retryAfter` is
+ * the wait until the earliest time a route may take the message again, set only when every route
+ * that failed gave a `retryAfter` (a resting route counts with the end of its rest).
  */
 export class DeliveryError extends MailError {
   readonly attempts: readonly Attempt[];
