@@ -132,6 +132,12 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     expect(failed).toHaveLength(2);
     expect(failed[0]!.code).toContain('451');
     expect(failed[0]!.kind).toBe('unavailable');
+    // refused at MAIL FROM: the envelope phase, with the route and timestamps
+    expect(failed[0]).toMatchObject({ phase: 'envelope', route: expect.any(String), organisation: 'school' });
+    expect(failed[0]!.endedAt!).toBeGreaterThanOrEqual(failed[0]!.startedAt);
+    const ok = rec.history.find((h) => h.status === 'ok')!;
+    expect(ok.endedAt!).toBeGreaterThanOrEqual(ok.startedAt);
+    expect(ok.response).toMatch(/^250/);
     // counted attempts 1 and 2; waits for the resting route in between are not counted
     expect([...new Set(retrying.map((e) => e.attempts))]).toEqual([1, 2]);
   });
@@ -178,6 +184,12 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     // another organisation is not affected, and clearing the entry lets mail through
     expect(await m.suppression!.has('other', 'gone@example.org')).toBeUndefined();
     expect(await m.suppression!.remove('school', 'gone@example.org')).toBe(true);
+    expect(await m.suppression!.has('school', 'gone@example.org')).toBeUndefined();
+    // offered to the server again, which refuses it again (not the list)
+    await expect(m.send(mail('cleared', { to: 'gone@example.org' }), { organisation: 'school' })).rejects.toMatchObject(
+      { kind: 'refused', code: expect.stringContaining('550') },
+    );
+    expect(askedForGone).toBe(2);
   });
 
   it('a resting route is skipped without a connection; the attempt announced for it ends as skipped, not in flight', async () => {
@@ -292,6 +304,41 @@ describe('enqueue and the worker (embedded SQLite store, real SMTP sink)', () =>
     expect(a.received).toHaveLength(1);
     expect(messageIdOf(a.received[0]!.raw)).toBe(r.messageId);
     await expect(m.resend(r.id)).rejects.toMatchObject({ code: 'EALREADYSENT' });
+    // it kept its idempotency key: the same key is still this delivery, and sends nothing more
+    expect((await m.log!.get(r.id))?.idempotencyKey).toBe('k-1');
+    const same = await m.enqueue(mail('blocked'), { organisation: 'school', idempotencyKey: 'k-1' });
+    expect(same).toMatchObject({ id: r.id, duplicate: true });
+    await new Promise((res) => setTimeout(res, 200));
+    expect(a.received).toHaveLength(1);
+  });
+
+  it('a quota warns at its own threshold (warnAt), and a per-second limit makes sends wait without using up attempts', async () => {
+    const a = await sink();
+    const b = await sink();
+    const m = mailer({
+      school: [route(a, { quota: { perDay: 10, warnAt: 0.5 } })],
+      burst: [route(b, { quota: { perSecond: 2 } })],
+    });
+    const events: string[] = [];
+    m.on('quota-warning', (e) => events.push(`warning ${e.used}/${e.limit} ${e.window}`));
+    m.on('quota-exhausted', (e) => events.push(`exhausted ${e.used}/${e.limit}`));
+    m.startWorker({ pollInterval: 20, concurrency: 1 });
+    for (let i = 0; i < 6; i++) await m.enqueue(mail(`w${i}`), { organisation: 'school' });
+    await a.waitFor(6);
+    expect(events).toEqual(['warning 5/10 perDay']);
+
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await m.enqueue(mail(`b${i}`), { organisation: 'burst' })).id);
+    await b.waitFor(5);
+    await until(async () => (await Promise.all(ids.map((id) => m.log!.get(id)))).every((r) => r?.status === 'sent'));
+    const records = await Promise.all(ids.map((id) => m.log!.get(id)));
+    // each went once, with one counted attempt: the waits for the next second are not attempts
+    expect(records.map((r) => r!.attempts)).toEqual([1, 1, 1, 1, 1]);
+    // at most 2 a second: 5 sent at once span at most two seconds' windows, so some were held
+    // back by the limit (a limited attempt, no connection), then sent
+    const held = records.filter((r) => r!.history.some((h) => h.kind === 'limited'));
+    expect(held.length).toBeGreaterThanOrEqual(1);
+    expect(b.received).toHaveLength(5);
   });
 
   it('logs direct sends too, with secrets in subject and body redacted and content kept only as configured', async () => {

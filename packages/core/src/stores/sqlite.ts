@@ -162,11 +162,11 @@ export class SqliteDatabase {
   private closed = false;
 
   constructor(options: SqliteStoreOptions) {
-    const { DatabaseSync } = loadSqlite();
-    this.db = new DatabaseSync(options.path);
     const sync = options.synchronous ?? 'full';
     if (sync !== 'full' && sync !== 'normal')
       throw new RouteConfigError('synchronous', `${JSON.stringify(sync)} is neither full nor normal`);
+    const { DatabaseSync } = loadSqlite();
+    this.db = new DatabaseSync(options.path);
     this.db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeout ?? 5000))}`);
     this.db.exec('PRAGMA journal_mode = WAL');
     this.db.exec(`PRAGMA synchronous = ${sync.toUpperCase()}`);
