@@ -1,8 +1,11 @@
-import { type Attempt, DeliveryError, type FailureKind, MailError } from './errors.js';
+import { type Attempt, DeliveryError, type FailureKind, type FailurePhase, MailError } from './errors.js';
 import type { PreparedMessage } from './message.js';
 import { MemoryRouteState, type RestState, type RouteStateStore } from './route-state.js';
 import { type Receipt, type SendObserver, type SendOptions, STOPPING_KINDS, type Transport } from './spec.js';
 import { abortReason } from './util.js';
+
+/** Phases in which a refusal is the server's answer (the route took the connection and spoke). */
+const ANSWERED = new Set<FailurePhase>(['envelope', 'data', 'response']);
 
 /** How long a failing route rests, per kind, in milliseconds. */
 export interface RestPolicy {
@@ -181,6 +184,8 @@ class CompositeTransport implements Transport {
             durationMs: Date.now() - now,
           });
         }
+        // a probe the server answered by refusing this message: the route works again
+        if (resting && error.kind === 'refused' && ANSWERED.has(error.phase)) await this.state.clear(key);
         if (STOPPING_KINDS.has(error.kind) || error.code === 'EABORT') {
           stop = error;
           break;

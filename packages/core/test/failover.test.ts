@@ -191,6 +191,31 @@ describe('failover over real sockets', () => {
     expect(state.get('flaky')).toBeUndefined();
   });
 
+  it('a probe the server answers by refusing the message clears the rest: the route works again', async () => {
+    let down = true;
+    const flaky = await sink((s, d) => {
+      if (s === 'connect' && down) return { code: 421, message: '4.3.2 down for maintenance' };
+      if (s === 'rcpt' && d.address === 'gone@example.org') return { code: 550, message: '5.1.1 No such user' };
+      return undefined;
+    });
+    const state = new MemoryRouteState();
+    const chain = failover([route(flaky, 'flaky', { pool: false }), route(good, 'good')], {
+      state,
+      rest: { unavailable: 150 },
+    });
+    await chain.send(msg('down'));
+    expect(await state.get('flaky')).toBeDefined();
+    down = false;
+    await new Promise((r) => setTimeout(r, 200));
+    // the probe: the server is back and refuses this recipient; the chain stops on the refusal
+    await expect(chain.send(msg('probe', 'gone@example.org'))).rejects.toMatchObject({ kind: 'refused' });
+    expect(await state.get('flaky')).toBeUndefined();
+    // so the next mail goes through it at once, not after the probe's lease
+    const next = await chain.send(msg('after'));
+    expect(next.route).toBe('flaky');
+    expect(next.attempts.map((a) => a.skipped)).toEqual([undefined]);
+  });
+
   it('round-robin alternates between routes and still falls over', async () => {
     const a = await sink();
     const b = await sink();
