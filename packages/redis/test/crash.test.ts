@@ -1,25 +1,14 @@
 // A worker process on the Redis stores killed with SIGKILL while sends are in flight: a second
 // worker process takes its jobs after BullMQ's stalled check; nothing is lost, nothing that was
 // not in flight is sent twice, and what was in flight is sent at most once more, flagged unknown.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createMailer, type RouteSpec } from '@mailvia/core';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { killChildren, mail, startWorker, until } from './children.js';
 import { freshStores, REDIS_URL, requireRedis } from './helpers.js';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const tsx = pathToFileURL(join(root, 'node_modules/tsx/dist/loader.mjs')).href;
-const alias = new URL('./fixtures/alias.mjs', import.meta.url).href;
-const workerScript = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
-
-const children: ChildProcess[] = [];
 beforeAll(() => requireRedis());
-afterAll(() => {
-  // only the processes this file started, by their PID
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
+afterAll(() => killChildren());
 
 /**
  * A loopback SMTP sink (no TLS, no MIME parsing) that counts each Message-ID whose body it
@@ -67,44 +56,6 @@ async function holdingSink() {
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
-
-/** A worker process (packages/redis/test/fixtures/worker.ts); `sent` lists the Message-IDs it sent. */
-function startWorker(config: Record<string, unknown>): Promise<{ child: ChildProcess; sent: string[] }> {
-  const child = spawn(process.execPath, ['--import', tsx, '--import', alias, workerScript], {
-    cwd: root,
-    env: { ...process.env, MAILVIA_WORKER: JSON.stringify(config) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const sent: string[] = [];
-  let err = '';
-  let buffer = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      buffer += d.toString();
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line === 'ready') resolve({ child, sent });
-        else if (line.startsWith('sent ')) sent.push(line.slice(5));
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited (${code}) before it was ready: ${err}`)));
-  });
-}
-
-const until = async (check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-};
-
-const mail = (subject: string) => ({ from: 'school@example.org', to: 'parent@example.org', subject, text: subject });
 
 describe('Redis stores: a worker process killed with SIGKILL while sends are in flight', () => {
   it('a second worker process delivers every mail: in-flight ones at most once more, flagged unknown; the others exactly once', async () => {
@@ -201,7 +152,7 @@ describe('Redis stores: a worker process killed with SIGKILL while sends are in 
       }
       expect(sink.total).toBe([...sink.seen.values()].reduce((x, y) => x + y, 0));
     } finally {
-      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      killChildren();
       await app.close();
       await stores.close();
       await sink.close();

@@ -1,79 +1,16 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createMailer, type RouteSpec } from '@mailvia/core';
 import { type SmtpSink, startSmtpSink } from '@mailvia/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisStores } from '../src/index.js';
+import { killChildren, mail, startFixture, startWorker, until } from './children.js';
 import { freshStores, REDIS_URL, requireRedis } from './helpers.js';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const tsx = pathToFileURL(join(root, 'node_modules/tsx/dist/loader.mjs')).href;
-const alias = new URL('./fixtures/alias.mjs', import.meta.url).href;
-const workerScript = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
-const enqueuerScript = fileURLToPath(new URL('./fixtures/enqueuer.ts', import.meta.url));
-
-const children: ChildProcess[] = [];
 const sinks: SmtpSink[] = [];
 beforeAll(() => requireRedis());
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killChildren();
   for (const s of sinks) await s.close();
 });
-
-/** A worker process; `sent` lists the Message-IDs it sent. */
-interface WorkerProcess {
-  child: ChildProcess;
-  sent: string[];
-  stop(): Promise<void>;
-}
-
-function startWorker(config: Record<string, unknown>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ['--import', tsx, '--import', alias, workerScript], {
-    cwd: root,
-    env: { ...process.env, MAILVIA_WORKER: JSON.stringify(config) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const sent: string[] = [];
-  let err = '';
-  let buffer = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      buffer += d.toString();
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line === 'ready')
-          resolve({
-            child,
-            sent,
-            stop: async () => {
-              if (child.exitCode !== null) return;
-              const exited = new Promise((r) => child.once('exit', r));
-              child.kill('SIGTERM');
-              await exited;
-            },
-          });
-        else if (line.startsWith('sent ')) sent.push(line.slice(5));
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited (${code}) before it was ready: ${err}`)));
-  });
-}
-
-const until = async (check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-};
-
-const mail = (subject: string) => ({ from: 'school@example.org', to: 'parent@example.org', subject, text: subject });
 
 describe('two worker processes sharing one Redis queue, route state and quota', () => {
   it('skip a route the other found down without connecting, and never exceed a shared daily quota of 100', async () => {
@@ -267,20 +204,14 @@ describe('a worker process killed (kill -9) after sending, before its outcomes r
 describe('an enqueuing process killed (kill -9) in the middle of many enqueues', () => {
   it('leaves no job without its delivery record and no queued record without its job; every acknowledged one is whole', async () => {
     const stores = freshStores();
-    const child = spawn(process.execPath, ['--import', tsx, '--import', alias, enqueuerScript], {
-      cwd: root,
-      env: { ...process.env, MAILVIA_ENQUEUER: JSON.stringify({ redis: REDIS_URL, prefix: stores.prefix }) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
     const acked: string[] = [];
-    let buffer = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buffer += d.toString();
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) if (line.startsWith('acked ')) acked.push(line.slice(6));
-    });
+    const child = startFixture(
+      'enqueuer',
+      { MAILVIA_ENQUEUER: JSON.stringify({ redis: REDIS_URL, prefix: stores.prefix }) },
+      (line) => {
+        if (line.startsWith('acked ')) acked.push(line.slice(6));
+      },
+    );
     try {
       await until(() => acked.length >= 1500, 30_000, '1,500 acknowledged enqueues');
       const exited = new Promise((r) => child.once('exit', r));
