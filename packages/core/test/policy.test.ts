@@ -14,6 +14,7 @@ import {
   prepareMessage,
   type Transport,
 } from '../src/index.js';
+import { fakeRoute } from './fixtures/routes.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -21,29 +22,6 @@ afterEach(async () => {
   vi.restoreAllMocks();
   for (const c of cleanup.splice(0).reverse()) await c();
 });
-
-/** A route without a network: `step(n)` answers its n-th call (1-based) with a failure, or nothing to take the message. */
-function fake(name: string, step: (call: number) => MailError | undefined = () => undefined) {
-  const calls: number[] = [];
-  const route: Transport = {
-    specificationVersion: 'v1',
-    name,
-    async send(message) {
-      calls.push(Date.now());
-      const error = step(calls.length);
-      if (error) throw error;
-      return {
-        route: name,
-        messageId: message.messageId,
-        accepted: [...message.envelope.to],
-        rejected: [],
-        acceptedBy: 'provider',
-        attempts: [],
-      };
-    },
-  };
-  return Object.assign(route, { calls });
-}
 
 const failure = (kind: FailureKind, extra: Partial<MailErrorOptions> = {}) =>
   new MailError(`${kind}${extra.code ? ` (${extra.code})` : ''}`, { kind, phase: 'response', ...extra });
@@ -83,14 +61,14 @@ const MIN = 60_000;
 
 describe('retryAfter of a transient failure', () => {
   it('a route that failed `unavailable` with retryAfter rests at least that long, and the queued message is not retried before it', async () => {
-    const api = fake('api', () => failure('unavailable', { status: 503, code: 'HTTP 503', retryAfter: 10 * MIN }));
+    const api = fakeRoute('api', () => failure('unavailable', { status: 503, code: 'HTTP 503', retryAfter: 10 * MIN }));
     // the normal back-off (≤ 1 s) and rest (150 ms) are far shorter than what the route said
     const m = mailer(api, { delivery: { backoff: { initial: 1_000, max: 1_000 } }, rest: { unavailable: 150 } });
     const retrying = collect(m, 'retrying');
     const r = await m.enqueue(mail(1), { organisation: 'school' });
     m.startWorker({ pollInterval: 20 });
     await until(() => retrying.length === 1);
-    const failedAt = api.calls[0]!;
+    const failedAt = api.times[0]!;
     const e = retrying[0]!;
     expect(e.attempts).toBe(1);
     expect(e.error.kind).toBe('unavailable');
@@ -111,14 +89,16 @@ describe('retryAfter of a transient failure', () => {
   });
 
   it('when another failed route gave no retryAfter, the message is retried on the normal back-off', async () => {
-    const slow = fake('slow', () => failure('unavailable', { status: 503, code: 'HTTP 503', retryAfter: 10 * MIN }));
-    const plain = fake('plain', () => failure('unavailable', { code: 'ECONNREFUSED', phase: 'connect' }));
+    const slow = fakeRoute('slow', () =>
+      failure('unavailable', { status: 503, code: 'HTTP 503', retryAfter: 10 * MIN }),
+    );
+    const plain = fakeRoute('plain', () => failure('unavailable', { code: 'ECONNREFUSED', phase: 'connect' }));
     const m = mailer([slow, plain], { delivery: { backoff: { initial: MIN, max: MIN } } });
     const retrying = collect(m, 'retrying');
     await m.enqueue(mail(2), { organisation: 'school' });
     m.startWorker({ pollInterval: 20 });
     await until(() => retrying.length === 1);
-    const failedAt = plain.calls[0]!;
+    const failedAt = plain.times[0]!;
     const e = retrying[0]!;
     expect(e.error.retryAfter).toBeUndefined();
     // a random point in the upper half of the first back-off (1 min), not the 10 min one route said
@@ -126,16 +106,16 @@ describe('retryAfter of a transient failure', () => {
     expect(e.runAt).toBeLessThanOrEqual(failedAt + MIN + 1_000);
     const health = await m.routeHealth('school');
     expect(health.map((h) => h.name)).toEqual(['slow', 'plain']);
-    expect(health[0]!.resting!.until).toBeGreaterThanOrEqual(slow.calls[0]! + 10 * MIN);
+    expect(health[0]!.resting!.until).toBeGreaterThanOrEqual(slow.times[0]! + 10 * MIN);
     // the route that said nothing rests its configured time (default 30 s)
     expect(health[1]!.resting!.until).toBeLessThan(failedAt + 31_000);
   });
 
   it('a chain whose every failed route said when carries the earliest retryAfter; a route that said nothing leaves none', async () => {
     const state = new MemoryRouteState();
-    const a = fake('a', () => failure('unavailable', { status: 503, retryAfter: 10 * MIN }));
-    const b = fake('b', () => failure('limited', { status: 429, retryAfter: 2 * MIN }));
-    const c = fake('c', () => failure('unavailable', { status: 503, retryAfter: 5_000 }));
+    const a = fakeRoute('a', () => failure('unavailable', { status: 503, retryAfter: 10 * MIN }));
+    const b = fakeRoute('b', () => failure('limited', { status: 429, retryAfter: 2 * MIN }));
+    const c = fakeRoute('c', () => failure('unavailable', { status: 503, retryAfter: 5_000 }));
     const msg = prepareMessage(mail('direct'));
     const t = Date.now();
     const err = await failover([a, b, c], { state })
@@ -150,8 +130,8 @@ describe('retryAfter of a transient failure', () => {
     expect(state.get('b')!.until).toBeGreaterThanOrEqual(t + 2 * MIN);
     expect(state.get('c')!.until).toBeGreaterThanOrEqual(t + 30_000);
 
-    const d = fake('d', () => failure('unavailable', { status: 503, retryAfter: 10 * MIN }));
-    const e = fake('e', () => failure('unavailable', { code: 'ECONNRESET', phase: 'connect' }));
+    const d = fakeRoute('d', () => failure('unavailable', { status: 503, retryAfter: 10 * MIN }));
+    const e = fakeRoute('e', () => failure('unavailable', { code: 'ECONNRESET', phase: 'connect' }));
     const err2 = await failover([d, e])
       .send(msg)
       .catch((x: unknown) => x);
@@ -162,7 +142,7 @@ describe('retryAfter of a transient failure', () => {
 
 describe('back-off', () => {
   it('doubles from initial up to max, each delay a random point in the upper half', async () => {
-    const api = fake('api', () => failure('unavailable', { status: 503, code: 'HTTP 503' }));
+    const api = fakeRoute('api', () => failure('unavailable', { status: 503, code: 'HTTP 503' }));
     const m = mailer(api, {
       delivery: { backoff: { initial: 100, max: 400 }, maxAttempts: 6 },
       rest: { unavailable: 1 },
@@ -177,23 +157,23 @@ describe('back-off', () => {
     await until(() => dead.length === 1);
     expect(retrying.map((e) => e.attempts)).toEqual([1, 2, 3, 4, 5]);
     expect(api.calls).toHaveLength(6);
-    const delays = retrying.map((e, i) => e.runAt - api.calls[i]!);
+    const delays = retrying.map((e, i) => e.runAt - api.times[i]!);
     // bases 100, 200, 400 (capped), 400, 400: half the base at random 0, the base at random 1
     const expected = [50, 200, 200, 400, 300];
     for (const [i, d] of delays.entries()) {
       expect(d, `delay ${i + 1}: ${delays.join(', ')}`).toBeGreaterThanOrEqual(expected[i]!);
       expect(d, `delay ${i + 1}: ${delays.join(', ')}`).toBeLessThan(expected[i]! + 25);
       // never tried before its time
-      expect(api.calls[i + 1]).toBeGreaterThanOrEqual(retrying[i]!.runAt);
+      expect(api.times[i + 1]).toBeGreaterThanOrEqual(retrying[i]!.runAt);
     }
   });
 });
 
 describe('limited everywhere', () => {
   it('waits for the earliest reset of all the limited routes, without using up an attempt', async () => {
-    const a = fake('a', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 5 * MIN }));
-    const b = fake('b', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 2 * MIN }));
-    const c = fake('c', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 4 * MIN }));
+    const a = fakeRoute('a', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 5 * MIN }));
+    const b = fakeRoute('b', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 2 * MIN }));
+    const c = fakeRoute('c', () => failure('limited', { status: 429, code: 'HTTP 429', retryAfter: 4 * MIN }));
     // one attempt only: a counted failure would be dead at once
     const m = mailer([a, b, c], { delivery: { maxAttempts: 1 } });
     const retrying = collect(m, 'retrying');
@@ -204,8 +184,8 @@ describe('limited everywhere', () => {
     const e = retrying[0]!;
     expect(e.attempts).toBe(0);
     expect(e.error.kind).toBe('limited');
-    expect(e.runAt).toBeGreaterThanOrEqual(b.calls[0]! + 2 * MIN);
-    expect(e.runAt).toBeLessThan(b.calls[0]! + 2 * MIN + 1_000);
+    expect(e.runAt).toBeGreaterThanOrEqual(b.times[0]! + 2 * MIN);
+    expect(e.runAt).toBeLessThan(b.times[0]! + 2 * MIN + 1_000);
     await until(async () => (await m.queue!.get(r.id))?.state === 'waiting');
     expect(await m.queue!.get(r.id)).toMatchObject({ state: 'waiting', attempts: 0, runAt: e.runAt });
     expect(await m.log!.get(r.id)).toMatchObject({
@@ -222,7 +202,7 @@ describe('limited everywhere', () => {
 describe('delivery policies', () => {
   it("unknown: 'dead' stops an unknown outcome for a person to check, instead of retrying it", async () => {
     const cut = () => failure('unknown', { phase: 'data-sent', code: 'ECONNRESET' });
-    const api = fake('api', (n) => (n === 1 ? cut() : undefined));
+    const api = fakeRoute('api', (n) => (n === 0 ? cut() : undefined));
     const m = mailer(api, { delivery: { unknown: 'dead', backoff: { initial: 20, max: 20 } } });
     const dead = collect(m, 'dead');
     const unknown = collect(m, 'unknown');
@@ -237,7 +217,7 @@ describe('delivery policies', () => {
     expect(api.calls).toHaveLength(1);
 
     // the default retries it on the same route
-    const api2 = fake('api', (n) => (n === 1 ? cut() : undefined));
+    const api2 = fakeRoute('api', (n) => (n === 0 ? cut() : undefined));
     const m2 = mailer(api2, { delivery: { backoff: { initial: 20, max: 20 } } });
     const r2 = await m2.enqueue(mail('maybe'), { organisation: 'school' });
     m2.startWorker({ pollInterval: 20 });
@@ -246,7 +226,7 @@ describe('delivery policies', () => {
   });
 
   it('maxAttempts: dead once the counted attempts are used up, with the last failure as the reason', async () => {
-    const api = fake('api', () => failure('unavailable', { status: 503, code: 'HTTP 503' }));
+    const api = fakeRoute('api', () => failure('unavailable', { status: 503, code: 'HTTP 503' }));
     const m = mailer(api, {
       delivery: { maxAttempts: 3, backoff: { initial: 20, max: 20 } },
       rest: { unavailable: 1 },
@@ -267,7 +247,7 @@ describe('delivery policies', () => {
   });
 
   it('limitedWait: how long a message waits when a limited route did not say for how long', async () => {
-    const api = fake('api', () => failure('limited', { status: 429, code: 'HTTP 429' }));
+    const api = fakeRoute('api', () => failure('limited', { status: 429, code: 'HTTP 429' }));
     const m = mailer(api, { delivery: { limitedWait: 7_000 } });
     const retrying = collect(m, 'retrying');
     const r = await m.enqueue(mail('wait'), { organisation: 'school' });
@@ -276,14 +256,14 @@ describe('delivery policies', () => {
     const e = retrying[0]!;
     expect(e.error.retryAfter).toBeUndefined();
     expect(e.attempts).toBe(0);
-    expect(e.runAt).toBeGreaterThanOrEqual(api.calls[0]! + 7_000);
-    expect(e.runAt).toBeLessThan(api.calls[0]! + 7_000 + 500);
+    expect(e.runAt).toBeGreaterThanOrEqual(api.times[0]! + 7_000);
+    expect(e.runAt).toBeLessThan(api.times[0]! + 7_000 + 500);
     expect(await m.log!.get(r.id)).toMatchObject({ status: 'queued', attempts: 0, kind: 'limited' });
   });
 
   it('suppressRefused: false leaves a permanently refused recipient off the suppression list', async () => {
     const refuse = () =>
-      fake('api', () =>
+      fakeRoute('api', () =>
         failure('refused', {
           phase: 'envelope',
           status: 550,
@@ -322,7 +302,7 @@ describe('delivery log retention', () => {
     vi.setSystemTime(t0);
     const HOUR = 3_600_000;
     const DAY = 24 * HOUR;
-    const m = mailer(fake('api'), { logging: { keepContent: HOUR, retention: DAY } });
+    const m = mailer(fakeRoute('api'), { logging: { keepContent: HOUR, retention: DAY } });
     const sent = await m.send(mail('kept', { text: 'hello there' }), { organisation: 'school' });
     const queued = await m.enqueue(mail('waiting'), { organisation: 'school' });
     const [rec] = await m.log!.query({ status: 'sent' });
@@ -355,7 +335,7 @@ describe('delivery log retention', () => {
     const t0 = Date.UTC(2030, 0, 1);
     vi.setSystemTime(t0);
     const DAY = 86_400_000;
-    const m = mailer(fake('api'));
+    const m = mailer(fakeRoute('api'));
     await m.send(mail('plain', { text: 'secret-free but private' }), { organisation: 'school' });
     const [rec] = await m.log!.query({});
     expect(rec!.status).toBe('sent');

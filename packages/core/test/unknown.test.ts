@@ -14,10 +14,9 @@ import {
   type MailerOptions,
   memoryStores,
   type PreparedMessage,
-  type Receipt,
   sqliteStores,
-  type Transport,
 } from '../src/index.js';
+import { fakeRoute } from './fixtures/routes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailvia-unknown-'));
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
@@ -41,35 +40,6 @@ const STORES: [string, () => Stores][] = [
   ['memory', () => memoryStores()],
   ['sqlite', () => sqliteStores({ path: join(dir, `u${dbs++}.db`) })],
 ];
-
-/** What a fake route does on its n-th call (0-based): undefined sends. */
-type Behaviour = (n: number, message: PreparedMessage) => MailError | undefined | Promise<MailError | undefined>;
-
-/** A route in memory that records each call (the Message-ID it was handed). */
-function fakeRoute(name: string, behaviour: Behaviour = () => undefined) {
-  const calls: string[] = [];
-  const transport: Transport & { calls: string[] } = {
-    specificationVersion: 'v1',
-    name,
-    calls,
-    async send(message: PreparedMessage): Promise<Receipt> {
-      const n = calls.length;
-      calls.push(message.messageId);
-      const error = await behaviour(n, message);
-      if (error) throw error;
-      return {
-        route: name,
-        messageId: message.messageId,
-        accepted: [...message.envelope.to],
-        rejected: [],
-        acceptedBy: 'provider',
-        response: `250 ok ${n}`,
-        attempts: [],
-      };
-    },
-  };
-  return transport;
-}
 
 const unknownError = (route: string) =>
   new MailError(`${route}: the connection closed after the message was sent, before the answer`, {
