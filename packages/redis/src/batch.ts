@@ -138,3 +138,59 @@ export class WriteBatch {
     );
   }
 }
+
+/**
+ * Items gathered for a moment and written together: the write runs `delay` ms after the first
+ * item (at once when `limit` are held). Items the write hands back wait for the next write,
+ * `delay` later; when a write fails, all of its items wait for the next one, a second later.
+ */
+export class Gathered<T> {
+  private items: T[] = [];
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** The writes under way. */
+  private writes: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly write: (items: T[]) => Promise<T[] | undefined>,
+    private readonly delay: number,
+    private readonly limit = Number.POSITIVE_INFINITY,
+  ) {}
+
+  add(item: T): void {
+    this.items.push(item);
+    if (this.items.length >= this.limit) this.flush().catch(() => {});
+    else this.schedule(this.delay);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => void this.flush().catch(() => {}), ms);
+    this.timer.unref?.();
+  }
+
+  /**
+   * Writes the items held now; resolves once they (and any write under way) are written,
+   * rejects when the write failed (they are tried again a second later).
+   */
+  async flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const items = this.items.splice(0);
+    const before = this.writes;
+    if (items.length === 0) return before;
+    const write = this.write(items).then(
+      (again) => {
+        if (!again?.length) return;
+        this.items.push(...again);
+        this.schedule(this.delay);
+      },
+      (e: unknown) => {
+        this.items.unshift(...items);
+        this.schedule(1_000);
+        throw e;
+      },
+    );
+    this.writes = Promise.all([before, write.catch(() => {})]).then(() => {});
+    await write;
+  }
+}

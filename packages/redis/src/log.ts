@@ -11,7 +11,7 @@ import {
   type SentOutcome,
 } from '@mailvia/core';
 import type { Redis } from 'ioredis';
-import { type BatchItem, type TransactionClient, WriteBatch } from './batch.js';
+import { type BatchItem, Gathered, type TransactionClient, WriteBatch } from './batch.js';
 import { script } from './scripts.js';
 
 // A record is a hash: `_status`, `_score` (creation time), `_u` (unknown outcome, 1/0), `_r` (the
@@ -262,10 +262,7 @@ export class RedisDeliveryLog implements DeliveryLog {
   );
   private readonly updateScript = script(UPDATE_MANY, 1);
   /** Outcomes {@link finishLater} holds for the next write. */
-  private outcomes: PendingOutcome[] = [];
-  private outcomeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The outcome writes under way. */
-  private outcomeWrites: Promise<void> = Promise.resolve();
+  private readonly outcomes: Gathered<PendingOutcome>;
   private readonly attemptScript = script(ATTEMPT, 1);
   private readonly eventScript = script(EVENT, 2);
 
@@ -280,8 +277,9 @@ export class RedisDeliveryLog implements DeliveryLog {
     prefix: string,
     batch?: WriteBatch,
     private readonly queue?: CarriedRecords,
-    private readonly outcomeDelay = 20,
+    outcomeDelay = 20,
   ) {
+    this.outcomes = new Gathered((items) => this.writeOutcomes(items), outcomeDelay, OUTCOME_BATCH);
     this.head = `${prefix}:log:`;
     this.batch = batch ?? new WriteBatch(async () => redis as unknown as TransactionClient);
     this.batch.define(PUTS_COMMAND, PUT_MANY);
@@ -443,38 +441,19 @@ export class RedisDeliveryLog implements DeliveryLog {
    * given). A write that fails is tried again a second later.
    */
   finishLater(id: string, outcome: SentOutcome, whole?: () => DeliveryRecord): void {
-    this.outcomes.push({ ...this.change(id, outcome.attempts, outcome.patch), ...(whole ? { whole } : {}) });
-    if (this.outcomes.length >= OUTCOME_BATCH) this.flushOutcomes().catch(() => {});
-    else if (!this.outcomeTimer) {
-      this.outcomeTimer = setTimeout(() => this.flushOutcomes().catch(() => {}), this.outcomeDelay);
-      this.outcomeTimer.unref?.();
-    }
+    this.outcomes.add({ ...this.change(id, outcome.attempts, outcome.patch), ...(whole ? { whole } : {}) });
   }
 
   /**
    * Writes the outcomes {@link finishLater} holds now; resolves once they (and any being written)
    * are in Redis, rejects when Redis refused them (they are tried again a second later).
    */
-  async flushOutcomes(): Promise<void> {
-    if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
-    this.outcomeTimer = undefined;
-    const items = this.outcomes.splice(0);
-    const before = this.outcomeWrites;
-    if (items.length === 0) return before;
-    const write = this.writeOutcomes(items).catch((e: unknown) => {
-      // Redis is away: they wait for the next try (the queue keeps them with the jobs meanwhile)
-      this.outcomes.unshift(...items);
-      if (!this.outcomeTimer) {
-        this.outcomeTimer = setTimeout(() => this.flushOutcomes().catch(() => {}), 1_000);
-        this.outcomeTimer.unref?.();
-      }
-      throw e;
-    });
-    this.outcomeWrites = Promise.all([before, write.catch(() => {})]).then(() => {});
-    await write;
+  flushOutcomes(): Promise<void> {
+    // when Redis is away, they wait for the next try (the queue keeps them with the jobs meanwhile)
+    return this.outcomes.flush();
   }
 
-  private async writeOutcomes(items: PendingOutcome[]): Promise<void> {
+  private async writeOutcomes(items: PendingOutcome[]): Promise<undefined> {
     const missing = await this.applyChanges(items);
     if (missing.size === 0) return;
     await Promise.all(items.filter((o) => o.whole && missing.has(o.args[0]!)).map((o) => this.put(o.whole!())));

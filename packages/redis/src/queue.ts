@@ -18,7 +18,7 @@ import {
 } from '@mailvia/core';
 import { type ConnectionOptions, DelayedError, Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { type BatchItem, type Transaction, type TransactionClient, WriteBatch } from './batch.js';
+import { type BatchItem, Gathered, type Transaction, type TransactionClient, WriteBatch } from './batch.js';
 import type { ResolvedRedisOptions } from './config.js';
 import type { RedisDeliveryLog } from './log.js';
 import { script } from './scripts.js';
@@ -127,9 +127,7 @@ export class RedisQueue implements QueueStore {
   private readonly workers = new Set<Worker>();
   private repairing: Promise<number> | undefined;
   /** Sent jobs whose message {@link dropLater} drops with the others of that moment. */
-  private drops: PendingDrop[] = [];
-  private dropTimer: ReturnType<typeof setTimeout> | undefined;
-  private dropWrites: Promise<void> = Promise.resolve();
+  private readonly drops: Gathered<PendingDrop>;
   private readonly dropScript = script(DROP_MESSAGES, 1);
 
   /**
@@ -148,6 +146,7 @@ export class RedisQueue implements QueueStore {
     });
     this.queue.on('error', () => {});
     const backend = this.queue.getBackend() as unknown as { client: Promise<TransactionClient> };
+    this.drops = new Gathered((items) => this.writeDrops(items), options.outcomeDelay);
     this.batch = new WriteBatch(() => backend.client);
   }
 
@@ -302,19 +301,12 @@ export class RedisQueue implements QueueStore {
    */
   private dropLater(bj: Job<JobData>, lease: number): void {
     const { message: _message, record: _record, ...rest } = bj.data;
-    this.drops.push({
+    this.drops.add({
       key: this.queue.toKey(String(bj.id)),
       takes: String(bj.attemptsStarted ?? 0),
       data: JSON.stringify(rest),
       until: Date.now() + lease,
     });
-    this.scheduleDrops(this.options.outcomeDelay);
-  }
-
-  private scheduleDrops(ms: number): void {
-    if (this.dropTimer) return;
-    this.dropTimer = setTimeout(() => void this.flushDrops().catch(() => {}), ms);
-    this.dropTimer.unref?.();
   }
 
   /**
@@ -322,44 +314,27 @@ export class RedisQueue implements QueueStore {
    * dropped. Jobs whose completion has not landed yet wait for the next call; when Redis refuses,
    * they are all tried again a second later.
    */
-  async flushDrops(): Promise<void> {
-    if (this.dropTimer) clearTimeout(this.dropTimer);
-    this.dropTimer = undefined;
-    const items = this.drops.splice(0);
-    const before = this.dropWrites;
-    if (items.length === 0) return before;
-    const write = this.writeDrops(items);
-    this.dropWrites = Promise.all([before, write.catch(() => {})]).then(() => {});
-    await write;
+  flushDrops(): Promise<void> {
+    return this.drops.flush();
   }
 
-  private async writeDrops(items: PendingDrop[]): Promise<void> {
-    try {
-      const client = await (this.queue.getBackend() as unknown as { client: Promise<Redis> }).client;
-      const later: PendingDrop[] = [];
-      for (let i = 0; i < items.length; i += DROP_BATCH) {
-        const part = items.slice(i, i + DROP_BATCH);
-        const args: string[] = [];
-        for (const d of part) args.push(d.takes, d.data);
-        const waiting = (await this.dropScript(
-          client,
-          part.map((d) => d.key),
-          args,
-        )) as number[];
-        for (const n of waiting) later.push(part[n - 1]!);
-      }
-      const now = Date.now();
-      const again = later.filter((d) => d.until > now);
-      if (again.length) {
-        this.drops.push(...again);
-        this.scheduleDrops(this.options.outcomeDelay);
-      }
-    } catch (e) {
-      // Redis is away: every one is tried again a second later
-      this.drops.push(...items);
-      this.scheduleDrops(1_000);
-      throw e;
+  /** Drops them; hands back those whose completion has not landed yet (until their `until`). */
+  private async writeDrops(items: PendingDrop[]): Promise<PendingDrop[]> {
+    const client = await (this.queue.getBackend() as unknown as { client: Promise<Redis> }).client;
+    const later: PendingDrop[] = [];
+    for (let i = 0; i < items.length; i += DROP_BATCH) {
+      const part = items.slice(i, i + DROP_BATCH);
+      const args: string[] = [];
+      for (const d of part) args.push(d.takes, d.data);
+      const waiting = (await this.dropScript(
+        client,
+        part.map((d) => d.key),
+        args,
+      )) as number[];
+      for (const n of waiting) later.push(part[n - 1]!);
     }
+    const now = Date.now();
+    return later.filter((d) => d.until > now);
   }
 
   /**
