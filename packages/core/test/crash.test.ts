@@ -139,3 +139,47 @@ describe('embedded store: a worker killed with SIGKILL in the middle of 2,000 ma
     }
   }, 180_000);
 });
+
+describe('embedded store: an enqueuing process killed with SIGKILL in the middle of many enqueues', () => {
+  it('loses no acknowledged enqueue, and leaves no job without its record nor a record without its job', async () => {
+    const path = join(dir, 'enqueue-crash.db');
+    const script = fileURLToPath(new URL('./fixtures/queue-enqueuer.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', tsx, script, path], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    const acked: string[] = [];
+    let buffer = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) if (line.startsWith('acked ')) acked.push(line.slice(6));
+    });
+    await until(() => acked.length >= 1000, 60_000, '1,000 acknowledged enqueues');
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+
+    const stores = sqliteStores({ path });
+    try {
+      const jobs = new Set(
+        (stores.database.db.prepare('SELECT id FROM mailvia_jobs').all() as { id: string }[]).map((r) => r.id),
+      );
+      const records = new Set((await stores.log.query({ limit: 1_000_000 })).map((r) => r.id));
+      // every acknowledged enqueue is there, whole: its job with its message, and its record
+      expect(acked.filter((id) => !jobs.has(id))).toEqual([]);
+      for (const id of acked.slice(-20)) {
+        expect((await stores.queue.get(id))?.message?.subject).toMatch(/^report \d+$/);
+        expect((await stores.log.get(id))?.status).toBe('queued');
+      }
+      // the ones in flight at the kill are there whole or not at all
+      expect([...jobs].filter((id) => !records.has(id))).toEqual([]);
+      expect([...records].filter((id) => !jobs.has(id))).toEqual([]);
+      expect(jobs.size).toBeGreaterThanOrEqual(acked.length);
+    } finally {
+      await stores.close();
+    }
+  }, 90_000);
+});
