@@ -141,7 +141,7 @@ class CompositeTransport implements Transport {
       ) {
         // a failing hook fails the send as it is; a skip is reported after the announcement
         await before;
-        retryAt.push(resting.until);
+        retryAt.push(Math.max(resting.until, resting.probeUntil ?? 0));
         record({
           route: route.name,
           ok: false,

@@ -779,12 +779,14 @@ export class DeliveryEngine {
     }
     if (list.length > 0 && networked.length === 0) {
       // every route rests: no network call was made; wait for the first rest to end, uncounted
+      // (a rest that ended while another send's probe holds the route ends with that probe)
       const ends = await Promise.all(
-        list.map(
-          async (a) =>
-            (await this.host.state.get(`${job.organisation === undefined ? '' : `${job.organisation}:`}${a.route}`))
-              ?.until,
-        ),
+        list.map(async (a) => {
+          const s = await this.host.state.get(
+            `${job.organisation === undefined ? '' : `${job.organisation}:`}${a.route}`,
+          );
+          return s && Math.max(s.until, s.probeUntil ?? 0);
+        }),
       );
       const until = Math.min(...ends.filter((x): x is number => x !== undefined && x > now), now + 60_000);
       return this.retry(job, error, until + 50, attempts, route, unknown, lastRoute);

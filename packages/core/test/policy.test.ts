@@ -140,6 +140,31 @@ describe('retryAfter of a transient failure', () => {
   });
 });
 
+describe("a route held by another send's probe", () => {
+  it("the message waits for the probe's lease, uncounted, not a minute", async () => {
+    const a = fakeRoute('a');
+    const stores = memoryStores();
+    const m = createMailer({ ...stores, organisations: () => [a] });
+    cleanup.push(() => m.close());
+    // the route's rest ended; another send took the probe for the next 2 s
+    const now = Date.now();
+    await stores.state.rest('school:a', {
+      until: now - 1_000,
+      kind: 'unavailable',
+      reason: 'down',
+      probeUntil: now + 2_000,
+    });
+    const retrying = collect(m, 'retrying');
+    await m.enqueue(mail('held'), { organisation: 'school' });
+    m.startWorker({ pollInterval: 20 });
+    await until(() => retrying.length === 1);
+    expect(retrying[0]!.attempts).toBe(0);
+    expect(retrying[0]!.runAt).toBeGreaterThanOrEqual(now + 2_000);
+    expect(retrying[0]!.runAt).toBeLessThan(now + 3_000);
+    expect(a.calls).toHaveLength(0);
+  });
+});
+
 describe('back-off', () => {
   it('doubles from initial up to max, each delay a random point in the upper half', async () => {
     const api = fakeRoute('api', () => failure('unavailable', { status: 503, code: 'HTTP 503' }));
