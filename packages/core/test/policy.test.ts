@@ -15,6 +15,7 @@ import {
   type Transport,
 } from '../src/index.js';
 import { fakeRoute } from './fixtures/routes.js';
+import { mail, sleep, until } from './fixtures/wait.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -38,24 +39,6 @@ function collect<E extends 'retrying' | 'dead' | 'unknown'>(m: Mailer, event: E)
   (m.on as (e: string, f: (p: MailerEvents[E][0]) => void) => unknown)(event, (p) => seen.push(p));
   return seen;
 }
-
-const mail = (n: number | string, extra: Record<string, unknown> = {}) => ({
-  from: 'school@example.org',
-  to: 'parent@example.org',
-  subject: `mail ${n}`,
-  text: `body ${n}`,
-  ...extra,
-});
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const until = async (check: () => boolean | Promise<boolean>, timeoutMs = 10_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-};
 
 const MIN = 60_000;
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createMailer, type Mailer, type MailerEvents, type MailerOptions, sqliteStores } from '../src/index.js';
 import { type SinkAction, type SinkStage, type SmtpSink, startSmtpSink } from '../src/testing/index.js';
+import { mail, until } from './fixtures/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailvia-queue-'));
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
@@ -43,22 +44,6 @@ function mailer(routes: Record<string, unknown[]>, options: Partial<MailerOption
   cleanup.push(() => m.close());
   return m;
 }
-
-const mail = (n: number | string, extra: Record<string, unknown> = {}) => ({
-  from: 'school@example.org',
-  to: 'parent@example.org',
-  subject: `mail ${n}`,
-  text: `body ${n}`,
-  ...extra,
-});
-
-const until = async (check: () => boolean | Promise<boolean>, timeoutMs = 15_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-};
 
 const messageIdOf = (raw: Buffer) => /^Message-ID:\s*(<[^>]+>)/im.exec(raw.toString())?.[1];
 

@@ -17,6 +17,7 @@ import {
   sqliteStores,
 } from '../src/index.js';
 import { fakeRoute } from './fixtures/routes.js';
+import { mail, sleep, until } from './fixtures/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailvia-unknown-'));
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
@@ -24,15 +25,6 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const until = async (check: () => boolean | Promise<boolean>, timeoutMs = 10_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-};
 
 type Stores = ReturnType<typeof memoryStores> | ReturnType<typeof sqliteStores>;
 let dbs = 0;
@@ -68,13 +60,6 @@ function mailer(stores: Stores, routes: unknown, options: Partial<MailerOptions>
   cleanup.push(() => m.close());
   return m;
 }
-
-const mail = (n: number | string) => ({
-  from: 'school@example.org',
-  to: 'parent@example.org',
-  subject: `mail ${n}`,
-  text: `body ${n}`,
-});
 
 describe.each(STORES)('the retry of an unknown outcome is pinned to its route (%s stores)', (_kind, makeStores) => {
   it('failover [a, b]: a is down once, b answers unknown; the retry goes to b only, though a (first) is back', async () => {
